@@ -1,0 +1,112 @@
+"""Settings, read once at start from flags and FLOWMILL_* environment variables.
+
+Nothing else in Flowmill reads the environment: the one `Settings` object made here is
+passed down to whatever needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from platformdirs import user_data_dir
+
+from app.errors import ConfigError
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    home: Path
+    database_url: str
+    master_key: str | None  # base64 key from the environment; None: the key file in `home`
+    auth: bool
+    workers: int
+    # SQLite durability: FULL fsyncs every group commit, so an answered write survives
+    # a power cut as well as a crash; NORMAL survives a crash of the process only.
+    sqlite_synchronous: str = "FULL"
+    token_ttl_s: int = 12 * 3600
+    max_body_bytes: int = 10 * 1024 * 1024
+    kv_max_value_bytes: int = 1024 * 1024
+    login_attempts_per_minute: int = 10
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "on", "yes"}:
+        return True
+    if lowered in {"0", "false", "off", "no"}:
+        return False
+    raise ConfigError(f"{name} must be on or off, not {value!r}")
+
+
+def _int(value: str, name: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> Settings:
+    """Build the settings from `env` (default: the process environment) and flag overrides.
+
+    Flags given on the command line win over the environment; `None` overrides are ignored.
+    """
+    env = os.environ if env is None else env
+    given = {k: v for k, v in overrides.items() if v is not None}
+    home = Path(str(given.get("home") or env.get("FLOWMILL_HOME") or user_data_dir("flowmill")))
+    host = str(given.get("host") or env.get("FLOWMILL_HOST", "127.0.0.1"))
+    port = given.get("port") or _int(env.get("FLOWMILL_PORT", "8080"), "FLOWMILL_PORT", 0, 65535)
+    database_url = str(
+        given.get("database_url")
+        or env.get("FLOWMILL_DATABASE_URL")
+        or f"sqlite:///{home / 'flowmill.db'}"
+    )
+    if not database_url.startswith(("sqlite:", "postgresql://", "postgres://")):
+        raise ConfigError("FLOWMILL_DATABASE_URL must start with sqlite:/// or postgresql://")
+    auth = _flag(env.get("FLOWMILL_AUTH", "on"), "FLOWMILL_AUTH")
+    if not auth and host not in LOOPBACK_HOSTS:
+        raise ConfigError(f"FLOWMILL_AUTH=off is refused unless bound to loopback, not {host}")
+    synchronous = env.get("FLOWMILL_SQLITE_SYNCHRONOUS", "FULL").upper()
+    if synchronous not in {"FULL", "NORMAL"}:
+        raise ConfigError("FLOWMILL_SQLITE_SYNCHRONOUS must be FULL or NORMAL")
+    cores = os.cpu_count() or 1
+    return Settings(
+        host=host,
+        port=int(port),  # type: ignore[arg-type]
+        home=home,
+        database_url=database_url,
+        master_key=env.get("FLOWMILL_MASTER_KEY") or None,
+        auth=auth,
+        workers=_int(env.get("FLOWMILL_WORKERS", str(cores)), "FLOWMILL_WORKERS", 1, 512),
+        sqlite_synchronous=synchronous,
+        token_ttl_s=_int(env.get("FLOWMILL_TOKEN_TTL_S", str(12 * 3600)), "FLOWMILL_TOKEN_TTL_S", 60, 10**8),
+    )
+
+
+def replace(settings: Settings, **changes: object) -> Settings:
+    """A copy of `settings` with some fields changed (tests and the CLI use it)."""
+    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,80 @@
+"""The storage interface: what every backend offers, and nothing more.
+
+SQL is written once, in PostgreSQL's numbered-parameter style (`$1`, `$2`, ...), and read
+the same by both backends (SQLite takes `?1`, `?2`, ... for the same thing). A write is a
+list of statements applied atomically and durably before `write` returns: callers answer
+a request only after that.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class Row(Protocol):
+    """A result row: `sqlite3.Row` and `asyncpg.Record` both read by name or by position."""
+
+    def __getitem__(self, key: str | int) -> Any: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statement:
+    sql: str
+    args: Sequence[Any] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    rowcount: int
+    rows: list[Any]
+
+
+class StoreError(Exception):
+    """The database refused or failed an operation."""
+
+
+class UniqueViolation(StoreError):
+    """A row with the same identity exists already."""
+
+
+class Database(abc.ABC):
+    """A long-lived connection set to one database."""
+
+    dialect: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect; raise `StartupError` with a one-line reason if the database is unusable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and close every connection."""
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """Rows of one read-only query."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        """The first row of a read-only query, or None."""
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row, or None."""
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+    @abc.abstractmethod
+    async def write(self, *statements: Statement) -> list[Result]:
+        """Apply `statements` in one transaction; return once it is committed."""
+
+    async def execute(self, sql: str, *args: Any) -> Result:
+        """One write statement, committed on return."""
+        return (await self.write(Statement(sql, args)))[0]
+
+    @abc.abstractmethod
+    def pool_state(self) -> dict[str, float]:
+        """Numbers about connections and queues, for /metrics."""
