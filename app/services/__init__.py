@@ -1,0 +1,58 @@
+"""The domain services, built once at start over one database."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from app.config import Settings
+from app.errors import StartupError
+from app.security.tokens import JwtCodec, load_signing_key
+from app.security.vault import Vault, load_master_key
+from app.services.accounts import Accounts
+from app.services.audit import AuditLog
+from app.services.credentials import Credentials
+from app.services.kv import KeyValueStore
+from app.store.base import Database
+
+CANARY_KEY = "vault.canary"
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    settings: Settings
+    db: Database
+    vault: Vault
+    accounts: Accounts
+    audit: AuditLog
+    credentials: Credentials
+    kv: KeyValueStore
+
+
+async def check_master_key(db: Database, vault: Vault) -> None:
+    """Refuse to start with a master key that cannot decrypt what is stored."""
+    blob = await db.fetchval("SELECT value FROM instance_setting WHERE key = $1", CANARY_KEY)
+    if blob is None:
+        await db.execute(
+            "INSERT INTO instance_setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            CANARY_KEY, vault.canary().hex(),
+        )
+    elif not vault.check_canary(bytes.fromhex(blob)):
+        raise StartupError("the master key does not decrypt the stored secrets (wrong FLOWMILL_MASTER_KEY or master.key?)")
+
+
+async def build_services(settings: Settings, db: Database) -> Services:
+    """Load the keys, check them against the database, and make every service."""
+    vault = Vault(load_master_key(settings.home, settings.master_key))
+    await check_master_key(db, vault)
+    jwt = JwtCodec(load_signing_key(settings.home), settings.token_ttl_s)
+    accounts = Accounts(db, jwt, settings.login_attempts_per_minute)
+    await accounts.ensure_default_workspace()
+    return Services(
+        settings=settings,
+        db=db,
+        vault=vault,
+        accounts=accounts,
+        audit=AuditLog(db),
+        credentials=Credentials(db, vault),
+        kv=KeyValueStore(db, settings.kv_max_value_bytes),
+    )

@@ -1,0 +1,60 @@
+"""`/api/v1/credentials`: secrets by name; values go in and never come out."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import delete, get, post, put
+
+from app.services import Services
+from app.services.actor import Actor
+
+
+class CredentialIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    value: str
+    description: str = ""
+
+
+class CredentialUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    value: str | None = None
+    description: str | None = None
+
+
+class CredentialOut(msgspec.Struct, rename="camel"):
+    id: str
+    name: str
+    description: str
+    created_by: str
+    created_at: int
+    updated_at: int
+
+
+@get("/credentials", opt={"role": "viewer"})
+async def list_credentials(services: Services, actor: Actor) -> list[CredentialOut]:
+    """Names and metadata of the workspace's credentials."""
+    return [CredentialOut(**c) for c in await services.credentials.list(actor.workspace)]
+
+
+@post("/credentials", opt={"role": "editor", "audit": "credential.create"}, status_code=201)
+async def create_credential(data: CredentialIn, services: Services, actor: Actor) -> CredentialOut:
+    """Store a secret, encrypted under the master key."""
+    return CredentialOut(**await services.credentials.create(actor, data.name, data.value, data.description))
+
+
+@get("/credentials/{credential_id:str}", opt={"role": "viewer"})
+async def get_credential(credential_id: str, services: Services, actor: Actor) -> CredentialOut:
+    return CredentialOut(**await services.credentials.get(actor.workspace, credential_id))
+
+
+@put("/credentials/{credential_id:str}", opt={"role": "editor", "audit": "credential.update"})
+async def update_credential(credential_id: str, data: CredentialUpdate, services: Services, actor: Actor) -> CredentialOut:
+    """Replace a credential's value and/or description."""
+    return CredentialOut(**await services.credentials.update(actor, credential_id, data.value, data.description))
+
+
+@delete("/credentials/{credential_id:str}", opt={"role": "editor", "audit": "credential.delete"})
+async def delete_credential(credential_id: str, services: Services, actor: Actor) -> None:
+    await services.credentials.delete(actor, credential_id)
+
+
+HANDLERS = [list_credentials, create_credential, get_credential, update_credential, delete_credential]

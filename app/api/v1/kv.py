@@ -1,0 +1,72 @@
+"""`/api/v1/kv/{namespace}/{key}`: JSON values by key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, delete, get, put
+from litestar.params import Parameter
+
+from app.services import Services
+from app.services.actor import Actor
+
+
+class KvEntryOut(msgspec.Struct, rename="camel"):
+    namespace: str
+    key: str
+    value: Any
+    updated_at: int
+
+
+class KvWritten(msgspec.Struct, rename="camel"):
+    namespace: str
+    key: str
+    updated_at: int
+
+
+class KvKey(msgspec.Struct, rename="camel"):
+    key: str
+    updated_at: int
+
+
+class KvKeys(msgspec.Struct, rename="camel"):
+    items: list[KvKey]
+    next_cursor: str | None
+
+
+@put("/kv/{namespace:str}/{key:str}", opt={"role": "editor", "audit": "kv.put"})
+async def put_entry(namespace: str, key: str, request: Request, services: Services, actor: Actor) -> KvWritten:
+    """Set a key to the JSON value in the body; durable before the answer."""
+    value = services.kv.encode(await request.body())
+    return KvWritten(namespace, key, await services.kv.put(actor, namespace, key, value))
+
+
+@get("/kv/{namespace:str}/{key:str}", opt={"role": "viewer"})
+async def get_entry(namespace: str, key: str, services: Services, actor: Actor) -> KvEntryOut:
+    """The value of a key, as JSON."""
+    value, updated_at = await services.kv.get(actor.workspace, namespace, key)
+    # The stored text is already canonical JSON: pass it through without decoding it.
+    return KvEntryOut(namespace, key, msgspec.Raw(value.encode()), updated_at)
+
+
+@delete("/kv/{namespace:str}/{key:str}", opt={"role": "editor", "audit": "kv.delete"})
+async def delete_entry(namespace: str, key: str, services: Services, actor: Actor) -> None:
+    await services.kv.delete(actor, namespace, key)
+
+
+@get("/kv/{namespace:str}", opt={"role": "viewer"})
+async def list_keys(
+    namespace: str,
+    services: Services,
+    actor: Actor,
+    prefix: str = "",
+    cursor: str | None = None,
+    limit: int = Parameter(default=100, ge=1, le=1000),
+) -> KvKeys:
+    """Keys of a namespace in order, filtered by prefix, a page at a time."""
+    items, next_cursor = await services.kv.keys(actor.workspace, namespace, prefix, cursor, limit)
+    return KvKeys([KvKey(**i) for i in items], next_cursor)
+
+
+HANDLERS = [put_entry, get_entry, delete_entry, list_keys]

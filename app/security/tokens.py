@@ -1,0 +1,94 @@
+"""Session JWTs (HS256 only, with expiry) and API tokens (random, shown once, stored hashed)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+
+from app.errors import ConfigError
+
+ALGORITHM = "HS256"
+API_TOKEN_PREFIX = "fm_"
+
+
+def load_signing_key(home: Path) -> bytes:
+    """The JWT signing key kept in `<home>/jwt.key` (0600), made on first start."""
+    path = home / "jwt.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read the JWT signing key {path}: {error}") from None
+    if len(key) < 32:
+        raise ConfigError(f"the JWT signing key {path} is too short")
+    return key
+
+
+class JwtCodec:
+    def __init__(self, key: bytes, ttl_s: int) -> None:
+        self._key = key
+        self.ttl_s = ttl_s
+
+    def issue(self, username: str) -> tuple[str, int]:
+        """(token, expiry as epoch seconds)."""
+        now = int(time.time())
+        exp = now + self.ttl_s
+        claims = {"sub": username, "iat": now, "exp": exp, "jti": secrets.token_hex(8), "iss": "flowmill"}
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM), exp
+
+    def verify(self, token: str) -> str | None:
+        """The username, or None for a forged, tampered, expired or `alg: none` token."""
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=[ALGORITHM], issuer="flowmill",
+                options={"require": ["sub", "exp", "iat"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        sub = claims.get("sub")
+        return sub if isinstance(sub, str) else None
+
+
+@dataclass(frozen=True)
+class NewApiToken:
+    id: str
+    secret_hash: str
+    token: str  # shown once to its owner
+
+
+def new_api_token() -> NewApiToken:
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return NewApiToken(token_id, hash_secret(secret), f"{API_TOKEN_PREFIX}{token_id}_{secret}")
+
+
+def split_api_token(token: str) -> tuple[str, str] | None:
+    """(id, secret) of a well-formed API token, else None."""
+    if not token.startswith(API_TOKEN_PREFIX):
+        return None
+    token_id, sep, secret = token[len(API_TOKEN_PREFIX):].partition("_")
+    if not sep or len(token_id) != 16 or not secret:
+        return None
+    return token_id, secret
+
+
+def hash_secret(secret: str) -> str:
+    # The secret has 256 bits of entropy: a fast hash is enough, a slow KDF would only cost.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)

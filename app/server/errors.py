@@ -1,0 +1,101 @@
+"""Every error leaves the server as `{"error": {"code", "message", "details"}}`, mapped here once.
+
+A mutating request that fails is also written to the audit log with its outcome; one that
+succeeds was already audited in the transaction of its change. Litestar's exception
+handlers are synchronous, so the failure's entry is written by a task of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from app.errors import FlowmillError, RateLimited
+from app.services.actor import Actor
+
+log = logging.getLogger("flowmill.server")
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+    422: "invalid", 429: "rate_limited", 503: "unavailable",
+}
+
+
+def envelope(status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        {"error": {"code": code, "message": message, "details": details}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _audit_failure(request: Request, status: int) -> None:
+    handler = request.scope.get("route_handler")
+    if request.method not in MUTATING or handler is None or handler.opt.get("audit") is False:
+        return
+    actor = getattr(request.state, "actor", None) or Actor(
+        None, request.path_params.get("workspace", "main"), None, request_id=request.state.get("request_id", "")
+    )
+    action = handler.opt.get("audit") or f"{request.method} {request.scope.get('path_template', '')}"
+    outcome = "denied" if status in (401, 403) else "rejected" if status < 500 else "error"
+    record = request.app.state.services.audit.record(
+        Actor(actor.username, actor.workspace, actor.role, actor.superadmin, actor.request_id, action),
+        request.url.path, outcome, status,
+    )
+    task = asyncio.get_running_loop().create_task(record)
+    _pending.add(task)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("could not write an audit entry: %s", task.exception())
+
+
+async def drain_audit() -> None:
+    """Wait for failure entries still being written (at shutdown)."""
+    if _pending:
+        await asyncio.gather(*_pending, return_exceptions=True)
+
+
+def on_flowmill_error(request: Request, error: FlowmillError) -> Response:
+    _audit_failure(request, error.status)
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
+    if error.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return envelope(error.status, error.code, error.message, error.details, headers)
+
+
+def on_http_error(request: Request, error: HTTPException) -> Response:
+    status = error.status_code
+    if status >= 500:
+        log.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, error.detail)
+    _audit_failure(request, status)
+    details = error.extra if isinstance(error, ValidationException) else None
+    message = error.detail or "error"
+    if status == 413:
+        message = "the request body is too large"
+    return envelope(status, CODES.get(status, "error" if status >= 500 else "bad_request"), message, details, error.headers)
+
+
+def on_unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    _audit_failure(request, 500)
+    return envelope(500, "internal_error", "internal server error")
+
+
+EXCEPTION_HANDLERS = {
+    FlowmillError: on_flowmill_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected_error,
+}

@@ -1,0 +1,84 @@
+"""`flowmill serve`: Litestar on Granian's embedded server, in this one process.
+
+Everything that can refuse to start (the port, the database, the keys) is checked before
+the first request is accepted, and refused in one line. SIGINT or SIGTERM stops accepting,
+lets in-flight requests finish, then closes the database cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import socket
+import sys
+
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+from app.config import Settings
+from app.errors import ConfigError, StartupError
+from app.server.app import create_app
+from app.server.errors import drain_audit
+from app.services import build_services
+from app.store.migrate import prepare
+
+log = logging.getLogger("flowmill")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on (a lingering TIME_WAIT is no obstacle)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise StartupError(f"port {port} on {host} is in use (is Flowmill already running? set FLOWMILL_PORT)") from None
+            raise StartupError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+async def serve_async(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Prepare everything, serve until SIGINT/SIGTERM, then shut down cleanly."""
+    check_port_free(settings.host, settings.port)
+    db = await prepare(settings)
+    try:
+        services = await build_services(settings, db)
+        server = Server(
+            create_app(services),
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGINL,
+            log_enabled=False,
+            backlog=1024,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        log.info("Flowmill listening on %s (data in %s)", settings.base_url, settings.home)
+        if ready is not None:
+            ready.set()
+        await server.serve()
+        log.info("Flowmill stopped")
+    finally:
+        await drain_audit()
+        await db.close()
+
+
+def serve(settings: Settings) -> int:
+    """Run the server; the process's exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("_granian").setLevel(logging.ERROR)
+    logging.getLogger("granian").setLevel(logging.ERROR)
+    logging.getLogger("piccolo").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve_async(settings))
+    except (StartupError, ConfigError) as error:
+        print(f"flowmill: {error.message}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"flowmill: cannot serve on {settings.host}:{settings.port}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,283 @@
+"""Users, sessions, API tokens, workspaces and roles.
+
+The first user to register becomes the instance's superadmin (admin of every workspace);
+after that, registering a user takes an admin of `main`. Requests authenticate with a
+session JWT or an API token, and every request resolves the caller's role in the workspace
+it addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+from typing import Any
+
+from app.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
+from app.security.passwords import DUMMY_HASH, hash_password, verify_password
+from app.security.tokens import JwtCodec, new_api_token, secret_matches, split_api_token
+from app.services import audit
+from app.services.actor import ROLES, Actor, at_least, now_ms
+from app.store.base import Database, Statement, UniqueViolation
+
+DEFAULT_WORKSPACE = "main"
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,62}$")
+WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MIN_PASSWORD = 8
+
+_ROLE_OF_USER = (
+    "SELECT u.is_superadmin, m.role FROM app_user u "
+    "LEFT JOIN member m ON m.username = u.username AND m.workspace_id = $2 WHERE u.username = $1"
+)
+_ROLE_OF_TOKEN = (
+    "SELECT t.username, t.secret_hash, t.expires_at, t.revoked_at, u.is_superadmin, m.role FROM api_token t "
+    "JOIN app_user u ON u.username = t.username "
+    "LEFT JOIN member m ON m.username = t.username AND m.workspace_id = $2 WHERE t.id = $1"
+)
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    return role
+
+
+class LoginLimiter:
+    """At most `per_minute` failed logins per username and per client address in a minute."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._failures: dict[str, collections.deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> collections.deque[float]:
+        window = self._failures.setdefault(key, collections.deque())
+        while window and window[0] <= now - 60:
+            window.popleft()
+        return window
+
+    def check(self, *keys: str) -> None:
+        now = time.monotonic()
+        for key in keys:
+            window = self._recent(key, now)
+            if len(window) >= self.per_minute:
+                raise RateLimited("too many failed logins; try again later", int(window[0] + 60 - now) + 1)
+
+    def fail(self, *keys: str) -> None:
+        now = time.monotonic()
+        for key in keys:
+            self._recent(key, now).append(now)
+        if len(self._failures) > 10_000:  # forget idle keys so the table stays bounded
+            self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+
+
+class Accounts:
+    def __init__(self, db: Database, jwt: JwtCodec, login_attempts_per_minute: int) -> None:
+        self.db = db
+        self.jwt = jwt
+        self.limiter = LoginLimiter(login_attempts_per_minute)
+
+    async def ensure_default_workspace(self) -> None:
+        """Create workspace `main` if it does not exist yet."""
+        await self.db.execute(
+            "INSERT INTO workspace (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            DEFAULT_WORKSPACE, "Main", now_ms(),
+        )
+
+    # -- users ---------------------------------------------------------------------------------
+
+    async def register(self, actor: Actor, username: str, password: str, role: str | None) -> dict[str, Any]:
+        """Create a user. Open while no user exists (the first becomes superadmin); afterwards
+        only an admin of `main` may, and the user gets `role` (default viewer) in `main`."""
+        if not USERNAME.match(username):
+            raise BadRequest("username must be 2-63 characters of a-z, 0-9, '_', '.', '-'")
+        if len(password) < MIN_PASSWORD or len(password) > 1024:
+            raise BadRequest(f"password must be {MIN_PASSWORD} to 1024 characters")
+        role = check_role(role or "viewer")
+        hashed = await asyncio.to_thread(hash_password, password)
+        now = now_ms()
+        if actor.username is None:
+            # Only while the instance has no user at all; atomic, so two racing first
+            # registrations cannot both become superadmin.
+            results = await self.db.write(
+                Statement(
+                    "INSERT INTO app_user (username, password_hash, is_superadmin, created_at) "
+                    "SELECT $1, $2, 1, $3 WHERE NOT EXISTS (SELECT 1 FROM app_user)",
+                    (username, hashed, now),
+                ),
+            )
+            if results[0].rowcount == 0:
+                raise Unauthorized("registration needs an admin's token once a user exists")
+            await self.db.write(
+                Statement(
+                    "INSERT INTO member (workspace_id, username, role) VALUES ($1, $2, 'admin')",
+                    (DEFAULT_WORKSPACE, username),
+                ),
+                audit.entry(actor, f"user:{username}", action="user.register"),
+            )
+            return {"username": username, "role": "admin", "superadmin": True}
+        if not (actor.superadmin or (actor.workspace == DEFAULT_WORKSPACE and at_least(actor.role, "admin"))):
+            raise Forbidden("registering users takes an admin of workspace main")
+        try:
+            await self.db.write(
+                Statement(
+                    "INSERT INTO app_user (username, password_hash, is_superadmin, created_at) VALUES ($1, $2, 0, $3)",
+                    (username, hashed, now),
+                ),
+                Statement(
+                    "INSERT INTO member (workspace_id, username, role) VALUES ($1, $2, $3)",
+                    (DEFAULT_WORKSPACE, username, role),
+                ),
+                audit.entry(actor, f"user:{username}", action="user.register"),
+            )
+        except UniqueViolation:
+            raise Conflict(f"user {username} exists already") from None
+        return {"username": username, "role": role, "superadmin": False}
+
+    async def login(self, username: str, password: str, client: str) -> dict[str, Any]:
+        """A session token for a correct password; 401 otherwise, 429 after too many failures."""
+        keys = (f"user:{username}", f"client:{client}")
+        self.limiter.check(*keys)
+        row = await self.db.fetchrow("SELECT password_hash FROM app_user WHERE username = $1", username)
+        stored = row["password_hash"] if row else DUMMY_HASH
+        ok = await asyncio.to_thread(verify_password, password, stored)
+        if not (ok and row):
+            self.limiter.fail(*keys)
+            raise Unauthorized("wrong username or password")
+        token, expires = self.jwt.issue(username)
+        return {"token": token, "expires_at": expires * 1000, "username": username}
+
+    async def user_exists(self) -> bool:
+        return await self.db.fetchval("SELECT 1 FROM app_user LIMIT 1") is not None
+
+    # -- who is calling --------------------------------------------------------------------------
+
+    async def authenticate(self, token: str, workspace: str) -> tuple[str, bool, str | None]:
+        """(username, superadmin, role in `workspace`) for a valid token; 401 otherwise."""
+        parts = split_api_token(token)
+        if parts is not None:
+            row = await self.db.fetchrow(_ROLE_OF_TOKEN, parts[0], workspace)
+            if (
+                row is None
+                or not secret_matches(parts[1], row["secret_hash"])
+                or row["revoked_at"] is not None
+                or (row["expires_at"] is not None and row["expires_at"] <= now_ms())
+            ):
+                raise Unauthorized("invalid, expired or revoked API token")
+            return row["username"], bool(row["is_superadmin"]), row["role"]
+        username = self.jwt.verify(token)
+        if username is None:
+            raise Unauthorized("invalid or expired token")
+        row = await self.db.fetchrow(_ROLE_OF_USER, username, workspace)
+        if row is None:
+            raise Unauthorized("the token's user no longer exists")
+        return username, bool(row["is_superadmin"]), row["role"]
+
+    async def workspace_exists(self, workspace: str) -> bool:
+        return await self.db.fetchval("SELECT 1 FROM workspace WHERE id = $1", workspace) is not None
+
+    # -- API tokens ------------------------------------------------------------------------------
+
+    async def create_token(self, actor: Actor, label: str, expires_at_ms: int | None) -> dict[str, Any]:
+        """A new API token for the caller; its secret is returned now and never again."""
+        assert actor.username is not None
+        if expires_at_ms is not None and expires_at_ms <= now_ms():
+            raise BadRequest("expiresAt must be in the future")
+        new = new_api_token()
+        created = now_ms()
+        await self.db.write(
+            Statement(
+                "INSERT INTO api_token (id, secret_hash, username, label, created_at, expires_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                (new.id, new.secret_hash, actor.username, label, created, expires_at_ms),
+            ),
+            audit.entry(actor, f"token:{new.id}"),
+        )
+        return {"id": new.id, "label": label, "token": new.token, "created_at": created, "expires_at": expires_at_ms}
+
+    async def list_tokens(self, actor: Actor) -> list[dict[str, Any]]:
+        rows = await self.db.fetch(
+            "SELECT id, label, created_at, expires_at, revoked_at FROM api_token WHERE username = $1 ORDER BY created_at",
+            actor.username,
+        )
+        return [
+            {"id": r["id"], "label": r["label"], "created_at": r["created_at"], "expires_at": r["expires_at"],
+             "revoked_at": r["revoked_at"]}
+            for r in rows
+        ]
+
+    async def revoke_token(self, actor: Actor, token_id: str) -> None:
+        """Revoke one of the caller's tokens (a superadmin may revoke anyone's)."""
+        results = await self.db.write(
+            Statement(
+                "UPDATE api_token SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND (username = $3 OR $4 = 1)",
+                (now_ms(), token_id, actor.username, int(actor.superadmin)),
+            ),
+            audit.entry(actor, f"token:{token_id}"),
+        )
+        if results[0].rowcount == 0:
+            raise NotFound(f"no active token {token_id}")
+
+    # -- workspaces and members --------------------------------------------------------------------
+
+    async def list_workspaces(self, actor: Actor) -> list[dict[str, Any]]:
+        if actor.superadmin:
+            rows = await self.db.fetch("SELECT id, name, created_at, 'admin' AS role FROM workspace ORDER BY id")
+        else:
+            rows = await self.db.fetch(
+                "SELECT w.id, w.name, w.created_at, m.role FROM workspace w JOIN member m ON m.workspace_id = w.id "
+                "WHERE m.username = $1 ORDER BY w.id",
+                actor.username,
+            )
+        return [{"id": r["id"], "name": r["name"], "created_at": r["created_at"], "role": r["role"]} for r in rows]
+
+    async def create_workspace(self, actor: Actor, workspace_id: str, name: str) -> dict[str, Any]:
+        """A new workspace (superadmin only); its creator becomes its admin."""
+        if not actor.superadmin:
+            raise Forbidden("creating workspaces takes the instance admin")
+        if not WORKSPACE_ID.match(workspace_id):
+            raise BadRequest("workspace id must be 1-63 characters of a-z, 0-9, '_', '-'")
+        created = now_ms()
+        try:
+            await self.db.write(
+                Statement("INSERT INTO workspace (id, name, created_at) VALUES ($1, $2, $3)", (workspace_id, name, created)),
+                Statement(
+                    "INSERT INTO member (workspace_id, username, role) VALUES ($1, $2, 'admin')",
+                    (workspace_id, actor.username),
+                ),
+                audit.entry(actor, f"workspace:{workspace_id}"),
+            )
+        except UniqueViolation:
+            raise Conflict(f"workspace {workspace_id} exists already") from None
+        return {"id": workspace_id, "name": name, "created_at": created, "role": "admin"}
+
+    async def _check_member_change(self, actor: Actor, workspace_id: str, username: str) -> None:
+        if not (actor.superadmin or (actor.workspace == workspace_id and at_least(actor.role, "admin"))):
+            raise Forbidden(f"managing members of {workspace_id} takes an admin of it")
+        if not await self.workspace_exists(workspace_id):
+            raise NotFound(f"no workspace {workspace_id}")
+        if await self.db.fetchval("SELECT 1 FROM app_user WHERE username = $1", username) is None:
+            raise NotFound(f"no user {username}")
+
+    async def set_member(self, actor: Actor, workspace_id: str, username: str, role: str) -> dict[str, Any]:
+        """Give `username` `role` in the workspace (admins of it only)."""
+        check_role(role)
+        await self._check_member_change(actor, workspace_id, username)
+        await self.db.write(
+            Statement(
+                "INSERT INTO member (workspace_id, username, role) VALUES ($1, $2, $3) "
+                "ON CONFLICT (workspace_id, username) DO UPDATE SET role = excluded.role",
+                (workspace_id, username, role),
+            ),
+            audit.entry(actor, f"workspace:{workspace_id}/member:{username}"),
+        )
+        return {"workspace": workspace_id, "username": username, "role": role}
+
+    async def remove_member(self, actor: Actor, workspace_id: str, username: str) -> None:
+        await self._check_member_change(actor, workspace_id, username)
+        results = await self.db.write(
+            Statement("DELETE FROM member WHERE workspace_id = $1 AND username = $2", (workspace_id, username)),
+            audit.entry(actor, f"workspace:{workspace_id}/member:{username}"),
+        )
+        if results[0].rowcount == 0:
+            raise NotFound(f"{username} is not a member of {workspace_id}")
