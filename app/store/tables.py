@@ -83,4 +83,114 @@ class InstanceSetting(Table, tablename="instance_setting"):
     value = Text()
 
 
-TABLES = [Workspace, AppUser, Member, ApiToken, Credential, KvEntry, AuditEntry, InstanceSetting]
+class ScriptVersion(Table, tablename="script_version"):
+    """One immutable save of a script, named by its content hash."""
+
+    hash = Varchar(length=32, primary_key=True)
+    workspace_id = Varchar(length=64)
+    path = Varchar(length=255)
+    parent_hash = Varchar(length=32, null=True)
+    content = Text()
+    summary = Text(default="")
+    description = Text(default="")
+    schema = Text()  # JSON Schema of main's arguments
+    settings = Text()  # JSON: timeout, concurrency, cache, priority, retry
+    lock = Text(default="")  # pinned requirements
+    has_preprocessor = Integer(default=0)
+    created_by = Varchar(length=64)
+    created_at = BigInt()
+
+
+class Script(Table, tablename="script"):
+    """A script's path and the version it points at; unique on (workspace_id, path)."""
+
+    id = Serial(primary_key=True)
+    workspace_id = Varchar(length=64)
+    path = Varchar(length=255)
+    hash = Varchar(length=32)
+    created_at = BigInt()
+    updated_at = BigInt()
+
+
+class Job(Table, tablename="job"):
+    """A run of a script (later: of a flow or a workflow), whatever started it."""
+
+    id = Varchar(length=36, primary_key=True)
+    workspace_id = Varchar(length=64)
+    kind = Varchar(length=16)
+    path = Varchar(length=255)
+    script_hash = Varchar(length=32, null=True)
+    args = Text()
+    status = Varchar(length=16)
+    result = Text(null=True)
+    error = Text(null=True)
+    trigger_kind = Varchar(length=32)
+    trigger_detail = Text(default="")
+    request_id = Varchar(length=64, default="")
+    parent_job = Varchar(length=36, null=True)
+    root_job = Varchar(length=36, null=True)
+    created_by = Varchar(length=64)
+    created_at = BigInt()
+    scheduled_for = BigInt()
+    started_at = BigInt(null=True)
+    finished_at = BigInt(null=True)
+    priority = Integer(default=0)
+    attempt = Integer(default=1)
+    cancel_requested = Integer(default=0)
+    worker = Varchar(length=64, default="")
+    progress = Integer(null=True)
+    cache_key = Varchar(length=64, null=True)  # script hash + args, when results are cached
+
+
+class JobLog(Table, tablename="job_log"):
+    id = Serial(primary_key=True)
+    job_id = Varchar(length=36)
+    ts = BigInt()
+    stream = Varchar(length=8)
+    line = Text()
+
+
+class Variable(Table, tablename="variable"):
+    """A plain or secret (encrypted) string at a path; unique on (workspace_id, path)."""
+
+    id = Serial(primary_key=True)
+    workspace_id = Varchar(length=64)
+    path = Varchar(length=255)
+    value = Text(default="")  # the clear value of a plain variable
+    ciphertext = Bytea(null=True)  # the value of a secret one
+    is_secret = Integer(default=0)
+    description = Text(default="")
+    updated_by = Varchar(length=64)
+    created_at = BigInt()
+    updated_at = BigInt()
+
+
+class Resource(Table, tablename="resource"):
+    """Typed JSON settings at a path (a database, an API, a script's state)."""
+
+    id = Serial(primary_key=True)
+    workspace_id = Varchar(length=64)
+    path = Varchar(length=255)
+    resource_type = Varchar(length=100)
+    value = Text()
+    description = Text(default="")
+    updated_by = Varchar(length=64)
+    created_at = BigInt()
+    updated_at = BigInt()
+
+
+class ResourceType(Table, tablename="resource_type"):
+    """A workspace's own resource type; the built-in ones ship with the program."""
+
+    id = Serial(primary_key=True)
+    workspace_id = Varchar(length=64)
+    name = Varchar(length=100)
+    schema = Text()
+    description = Text(default="")
+    created_at = BigInt()
+
+
+TABLES = [
+    Workspace, AppUser, Member, ApiToken, Credential, KvEntry, AuditEntry, InstanceSetting,
+    ScriptVersion, Script, Job, JobLog, Variable, Resource, ResourceType,
+]
