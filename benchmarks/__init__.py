@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: Flowmill against a bare Litestar handler, in one run."""
