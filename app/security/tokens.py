@@ -49,8 +49,8 @@ class JwtCodec:
         claims = {"sub": username, "iat": now, "exp": exp, "jti": secrets.token_hex(8), "iss": "flowmill"}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), exp
 
-    def verify(self, token: str) -> str | None:
-        """The username, or None for a forged, tampered, expired or `alg: none` token."""
+    def verify(self, token: str) -> dict[str, object] | None:
+        """The claims, or None for a forged, tampered, expired or `alg: none` token."""
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=[ALGORITHM], issuer="flowmill",
@@ -58,8 +58,7 @@ class JwtCodec:
             )
         except jwt.PyJWTError:
             return None
-        sub = claims.get("sub")
-        return sub if isinstance(sub, str) else None
+        return claims if isinstance(claims.get("sub"), str) else None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -12,8 +11,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 import app as flowmill
 from app.api.v1 import audit, auth, credentials, health, kv, workspaces
 from app.server.errors import EXCEPTION_HANDLERS
-from app.server.guards import authorize, provide_actor
-from app.server.metrics import Metrics, metrics_middleware
+from app.server.metrics import Metrics
+from app.server.middleware import request_middleware
 from app.services import Services
 
 # Resources that belong to a workspace: served at /api/v1/... (main) and /api/v1/w/{workspace}/...
@@ -42,17 +41,11 @@ def create_app(services: Services) -> Litestar:
             Router("/api/v1", route_handlers=[*workspaces.HANDLERS, *WORKSPACE_HANDLERS]),
             Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
         ],
-        guards=[authorize],
-        dependencies={
-            "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),
-            "metrics": Provide(lambda: metrics, use_cache=True, sync_to_thread=False),
-            "actor": Provide(provide_actor, sync_to_thread=False),
-        },
-        middleware=[metrics_middleware(lambda scope: metrics)],
+        middleware=[request_middleware(metrics)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,
         request_max_body_size=services.settings.max_body_bytes,
-        state=State({"services": services}),
+        state=State({"services": services, "metrics": metrics}),
         logging_config=None,
         debug=False,
     )

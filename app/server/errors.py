@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from typing import Any
 
 from litestar import Request, Response
@@ -35,6 +37,19 @@ def envelope(status: int, code: str, message: str, details: Any = None, headers:
     )
 
 
+def _answer(request: Request, status: int, code: str, message: str, details: Any = None,
+            headers: dict[str, str] | None = None) -> Response:
+    """The envelope, with the request id, counted in the metrics."""
+    state = request.scope.setdefault("state", {})
+    request_id = state.setdefault("request_id", secrets.token_hex(8))
+    started = state.get("started")
+    request.app.state.metrics.observe(
+        request.method, request.scope.get("path_template") or "<unmatched>", status,
+        time.perf_counter() - started if started else 0.0,
+    )
+    return envelope(status, code, message, details, {**(headers or {}), "x-request-id": request_id})
+
+
 _pending: set[asyncio.Task[None]] = set()
 
 
@@ -42,8 +57,9 @@ def _audit_failure(request: Request, status: int) -> None:
     handler = request.scope.get("route_handler")
     if request.method not in MUTATING or handler is None or handler.opt.get("audit") is False:
         return
-    actor = getattr(request.state, "actor", None) or Actor(
-        None, request.path_params.get("workspace", "main"), None, request_id=request.state.get("request_id", "")
+    state = request.scope.get("state", {})
+    actor = state.get("actor") or Actor(
+        None, request.scope.get("path_params", {}).get("workspace", "main"), None, request_id=state.get("request_id", "")
     )
     action = handler.opt.get("audit") or f"{request.method} {request.scope.get('path_template', '')}"
     outcome = "denied" if status in (401, 403) else "rejected" if status < 500 else "error"
@@ -73,7 +89,7 @@ def on_flowmill_error(request: Request, error: FlowmillError) -> Response:
     headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
     if error.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
-    return envelope(error.status, error.code, error.message, error.details, headers)
+    return _answer(request, error.status, error.code, error.message, error.details, headers)
 
 
 def on_http_error(request: Request, error: HTTPException) -> Response:
@@ -85,13 +101,13 @@ def on_http_error(request: Request, error: HTTPException) -> Response:
     message = error.detail or "error"
     if status == 413:
         message = "the request body is too large"
-    return envelope(status, CODES.get(status, "error" if status >= 500 else "bad_request"), message, details, error.headers)
+    return _answer(request, status, CODES.get(status, "error" if status >= 500 else "bad_request"), message, details, error.headers)
 
 
 def on_unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     _audit_failure(request, 500)
-    return envelope(500, "internal_error", "internal server error")
+    return _answer(request, 500, "internal_error", "internal server error")
 
 
 EXCEPTION_HANDLERS = {

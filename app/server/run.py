@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -57,6 +58,10 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.stop)
+        # Everything built so far lives as long as the process: keep it out of the garbage
+        # collector's scans, which otherwise cost several microseconds per request.
+        gc.collect()
+        gc.freeze()
         log.info("Flowmill listening on %s (data in %s)", settings.base_url, settings.home)
         if ready is not None:
             ready.set()

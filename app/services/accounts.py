@@ -22,6 +22,11 @@ from app.services.actor import ROLES, Actor, at_least, now_ms
 from app.store.base import Database, Statement, UniqueViolation
 
 DEFAULT_WORKSPACE = "main"
+# How long an authentication is reused without asking the database again. A change made in
+# this process (revoking a token, changing a role) takes effect at once; one made by another
+# process sharing a PostgreSQL database within this many seconds.
+AUTH_CACHE_S = 2.0
+AUTH_CACHE_SIZE = 10_000
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,62}$")
 WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MIN_PASSWORD = 8
@@ -76,6 +81,11 @@ class Accounts:
         self.db = db
         self.jwt = jwt
         self.limiter = LoginLimiter(login_attempts_per_minute)
+        self._sessions: dict[tuple[str, str], tuple[float, tuple[str, bool, str | None]]] = {}
+
+    def forget_sessions(self) -> None:
+        """Drop cached authentications (after any change to users, roles or tokens)."""
+        self._sessions.clear()
 
     async def ensure_default_workspace(self) -> None:
         """Create workspace `main` if it does not exist yet."""
@@ -132,6 +142,7 @@ class Accounts:
             )
         except UniqueViolation:
             raise Conflict(f"user {username} exists already") from None
+        self.forget_sessions()
         return {"username": username, "role": role, "superadmin": False}
 
     async def login(self, username: str, password: str, client: str) -> dict[str, Any]:
@@ -154,6 +165,20 @@ class Accounts:
 
     async def authenticate(self, token: str, workspace: str) -> tuple[str, bool, str | None]:
         """(username, superadmin, role in `workspace`) for a valid token; 401 otherwise."""
+        key = (token, workspace)
+        cached = self._sessions.get(key)
+        now = time.time()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found, valid_until = await self._authenticate(token, workspace)
+        if valid_until is not None:
+            if len(self._sessions) >= AUTH_CACHE_SIZE:
+                self._sessions.clear()
+            self._sessions[key] = (min(now + AUTH_CACHE_S, valid_until), found)
+        return found
+
+    async def _authenticate(self, token: str, workspace: str) -> tuple[tuple[str, bool, str | None], float | None]:
+        """The caller, and until when that answer may be reused (None: not at all)."""
         parts = split_api_token(token)
         if parts is not None:
             row = await self.db.fetchrow(_ROLE_OF_TOKEN, parts[0], workspace)
@@ -164,14 +189,16 @@ class Accounts:
                 or (row["expires_at"] is not None and row["expires_at"] <= now_ms())
             ):
                 raise Unauthorized("invalid, expired or revoked API token")
-            return row["username"], bool(row["is_superadmin"]), row["role"]
-        username = self.jwt.verify(token)
-        if username is None:
+            expires = row["expires_at"] / 1000 if row["expires_at"] is not None else float("inf")
+            return (row["username"], bool(row["is_superadmin"]), row["role"]), expires
+        claims = self.jwt.verify(token)
+        if claims is None:
             raise Unauthorized("invalid or expired token")
+        username = str(claims["sub"])
         row = await self.db.fetchrow(_ROLE_OF_USER, username, workspace)
         if row is None:
             raise Unauthorized("the token's user no longer exists")
-        return username, bool(row["is_superadmin"]), row["role"]
+        return (username, bool(row["is_superadmin"]), row["role"]), float(claims["exp"])  # type: ignore[arg-type]
 
     async def workspace_exists(self, workspace: str) -> bool:
         return await self.db.fetchval("SELECT 1 FROM workspace WHERE id = $1", workspace) is not None
@@ -215,6 +242,7 @@ class Accounts:
             ),
             audit.entry(actor, f"token:{token_id}"),
         )
+        self.forget_sessions()
         if results[0].rowcount == 0:
             raise NotFound(f"no active token {token_id}")
 
@@ -249,6 +277,7 @@ class Accounts:
             )
         except UniqueViolation:
             raise Conflict(f"workspace {workspace_id} exists already") from None
+        self.forget_sessions()
         return {"id": workspace_id, "name": name, "created_at": created, "role": "admin"}
 
     async def _check_member_change(self, actor: Actor, workspace_id: str, username: str) -> None:
@@ -271,6 +300,7 @@ class Accounts:
             ),
             audit.entry(actor, f"workspace:{workspace_id}/member:{username}"),
         )
+        self.forget_sessions()
         return {"workspace": workspace_id, "username": username, "role": role}
 
     async def remove_member(self, actor: Actor, workspace_id: str, username: str) -> None:
@@ -279,5 +309,6 @@ class Accounts:
             Statement("DELETE FROM member WHERE workspace_id = $1 AND username = $2", (workspace_id, username)),
             audit.entry(actor, f"workspace:{workspace_id}/member:{username}"),
         )
+        self.forget_sessions()
         if results[0].rowcount == 0:
             raise NotFound(f"{username} is not a member of {workspace_id}")

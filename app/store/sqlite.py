@@ -48,13 +48,14 @@ class _Pending:
         self.loop = loop
 
 
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller went away (cancelled); the write stands regardless
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+def _settle(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
+    for item, result, error in outcomes:
+        if item.future.done():  # the caller went away (cancelled); the write stands regardless
+            continue
+        if error is None:
+            item.future.set_result(result)
+        else:
+            item.future.set_exception(error)
 
 
 class SQLiteDatabase(Database):
@@ -166,10 +167,32 @@ class SQLiteDatabase(Database):
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        # Optimistic first: the whole batch in one transaction without savepoints. Errors are
+        # rare (a name taken twice); when one happens, the batch is done again with a
+        # savepoint per caller, so that only the failing caller sees its error.
+        try:
+            outcomes = self._apply(conn, batch, isolate=False)
+        except sqlite3.Error:
+            outcomes = self._apply(conn, batch, isolate=True)
+        self._batches += 1
+        self._writes += len(batch)
+        # One wake-up per event loop and batch, not one per write.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle, settled)
+
+    def _apply(
+        self, conn: sqlite3.Connection, batch: list[_Pending], isolate: bool
+    ) -> list[tuple[_Pending, Any, BaseException | None]]:
         outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
+                if not isolate:
+                    outcomes.append((item, [self._run(conn, s) for s in item.statements], None))
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     results = [self._run(conn, s) for s in item.statements]
@@ -183,12 +206,11 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if not isolate:
+                raise
             failure = StoreError(f"commit failed: {error}")
             outcomes = [(item, None, failure) for item in batch]
-        self._batches += 1
-        self._writes += len(batch)
-        for item, results, error in outcomes:
-            item.loop.call_soon_threadsafe(_settle, item.future, results, error)
+        return outcomes
 
     @staticmethod
     def _run(conn: sqlite3.Connection, statement: Statement) -> Result:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import get
+from litestar import Request, get
 from litestar.params import Parameter
 
-from app.services import Services
-from app.services.actor import Actor
+from app.api.context import context
 
 
 class AuditEntryOut(msgspec.Struct, rename="camel"):
@@ -29,8 +28,7 @@ class AuditPage(msgspec.Struct, rename="camel"):
 
 @get("/audit", opt={"role": "admin"})
 async def list_audit(
-    services: Services,
-    actor: Actor,
+    request: Request,
     username: str | None = Parameter(query="actor", default=None),
     action: str | None = None,
     outcome: str | None = None,
@@ -40,6 +38,7 @@ async def list_audit(
     limit: int = Parameter(default=50, ge=1, le=200),
 ) -> AuditPage:
     """Recent audit entries of the workspace, newest first (workspace admins)."""
+    services, actor = context(request)
     items, next_cursor = await services.audit.list(
         actor.workspace, actor=username, action=action, outcome=outcome,
         since_ms=since, until_ms=until, cursor=cursor, limit=limit,

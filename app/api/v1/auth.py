@@ -5,9 +5,8 @@ from __future__ import annotations
 import msgspec
 from litestar import Request, post
 
-from app.server.guards import OPTIONAL
-from app.services import Services
-from app.services.actor import Actor
+from app.server.access import OPTIONAL
+from app.api.context import context
 
 
 class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,14 +33,16 @@ class LoginOut(msgspec.Struct, rename="camel"):
 
 
 @post("/auth/register", opt={"role": OPTIONAL, "audit": "user.register"}, status_code=201)
-async def register(data: RegisterIn, services: Services, actor: Actor) -> UserOut:
+async def register(request: Request, data: RegisterIn) -> UserOut:
     """Create a user: open while none exists (the first becomes admin), then admins only."""
+    services, actor = context(request)
     return UserOut(**await services.accounts.register(actor, data.username, data.password, data.role))
 
 
 @post("/auth/login", opt={"audit": False}, status_code=200)
-async def login(data: LoginIn, services: Services, request: Request) -> LoginOut:
+async def login(data: LoginIn, request: Request) -> LoginOut:
     """A session token (JWT) for a correct username and password."""
+    services, actor = context(request)
     client = request.client.host if request.client else "unknown"
     return LoginOut(**await services.accounts.login(data.username, data.password, client))
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import delete, get, post, put
+from litestar import Request, delete, get, post, put
 
-from app.services import Services
-from app.services.actor import Actor
+from app.api.context import context
 
 
 class CredentialIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -30,30 +29,35 @@ class CredentialOut(msgspec.Struct, rename="camel"):
 
 
 @get("/credentials", opt={"role": "viewer"})
-async def list_credentials(services: Services, actor: Actor) -> list[CredentialOut]:
+async def list_credentials(request: Request) -> list[CredentialOut]:
     """Names and metadata of the workspace's credentials."""
+    services, actor = context(request)
     return [CredentialOut(**c) for c in await services.credentials.list(actor.workspace)]
 
 
 @post("/credentials", opt={"role": "editor", "audit": "credential.create"}, status_code=201)
-async def create_credential(data: CredentialIn, services: Services, actor: Actor) -> CredentialOut:
+async def create_credential(request: Request, data: CredentialIn) -> CredentialOut:
     """Store a secret, encrypted under the master key."""
+    services, actor = context(request)
     return CredentialOut(**await services.credentials.create(actor, data.name, data.value, data.description))
 
 
 @get("/credentials/{credential_id:str}", opt={"role": "viewer"})
-async def get_credential(credential_id: str, services: Services, actor: Actor) -> CredentialOut:
+async def get_credential(request: Request, credential_id: str) -> CredentialOut:
+    services, actor = context(request)
     return CredentialOut(**await services.credentials.get(actor.workspace, credential_id))
 
 
 @put("/credentials/{credential_id:str}", opt={"role": "editor", "audit": "credential.update"})
-async def update_credential(credential_id: str, data: CredentialUpdate, services: Services, actor: Actor) -> CredentialOut:
+async def update_credential(request: Request, credential_id: str, data: CredentialUpdate) -> CredentialOut:
     """Replace a credential's value and/or description."""
+    services, actor = context(request)
     return CredentialOut(**await services.credentials.update(actor, credential_id, data.value, data.description))
 
 
 @delete("/credentials/{credential_id:str}", opt={"role": "editor", "audit": "credential.delete"})
-async def delete_credential(credential_id: str, services: Services, actor: Actor) -> None:
+async def delete_credential(request: Request, credential_id: str) -> None:
+    services, actor = context(request)
     await services.credentials.delete(actor, credential_id)
 
 

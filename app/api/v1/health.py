@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Response, get
+from litestar import Request, Response, get
 
 from app.errors import Unavailable
-from app.services import Services
+from app.api.context import context
 
 
 @get("/healthz", opt={"audit": False})
@@ -15,8 +15,9 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz")
-async def readyz(services: Services) -> dict[str, str]:
+async def readyz(request: Request) -> dict[str, str]:
     """The database answers."""
+    services, actor = context(request)
     try:
         await services.db.fetchval("SELECT 1")
     except Exception as error:
@@ -25,9 +26,9 @@ async def readyz(services: Services) -> dict[str, str]:
 
 
 @get("/metrics")
-async def metrics(services: Services, metrics: object) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text format."""
-    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")  # type: ignore[attr-defined]
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 HANDLERS = [healthz, readyz, metrics]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, delete, get, put
+from litestar import MediaType, Request, Response, delete, get, put
 from litestar.params import Parameter
 
-from app.services import Services
-from app.services.actor import Actor
+from app.api.context import context
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 class KvEntryOut(msgspec.Struct, rename="camel"):
@@ -36,35 +38,39 @@ class KvKeys(msgspec.Struct, rename="camel"):
 
 
 @put("/kv/{namespace:str}/{key:str}", opt={"role": "editor", "audit": "kv.put"})
-async def put_entry(namespace: str, key: str, request: Request, services: Services, actor: Actor) -> KvWritten:
+async def put_entry(namespace: str, key: str, request: Request) -> KvWritten:
     """Set a key to the JSON value in the body; durable before the answer."""
+    services, actor = context(request)
     value = services.kv.encode(await request.body())
     return KvWritten(namespace, key, await services.kv.put(actor, namespace, key, value))
 
 
 @get("/kv/{namespace:str}/{key:str}", opt={"role": "viewer"})
-async def get_entry(namespace: str, key: str, services: Services, actor: Actor) -> KvEntryOut:
+async def get_entry(request: Request, namespace: str, key: str) -> Response[KvEntryOut]:
     """The value of a key, as JSON."""
+    services, actor = context(request)
     value, updated_at = await services.kv.get(actor.workspace, namespace, key)
     # The stored text is already canonical JSON: pass it through without decoding it.
-    return KvEntryOut(namespace, key, msgspec.Raw(value.encode()), updated_at)
+    body = _ENCODER.encode(KvEntryOut(namespace, key, msgspec.Raw(value.encode()), updated_at))
+    return Response(body, media_type=MediaType.JSON)
 
 
 @delete("/kv/{namespace:str}/{key:str}", opt={"role": "editor", "audit": "kv.delete"})
-async def delete_entry(namespace: str, key: str, services: Services, actor: Actor) -> None:
+async def delete_entry(request: Request, namespace: str, key: str) -> None:
+    services, actor = context(request)
     await services.kv.delete(actor, namespace, key)
 
 
 @get("/kv/{namespace:str}", opt={"role": "viewer"})
 async def list_keys(
+    request: Request,
     namespace: str,
-    services: Services,
-    actor: Actor,
     prefix: str = "",
     cursor: str | None = None,
     limit: int = Parameter(default=100, ge=1, le=1000),
 ) -> KvKeys:
     """Keys of a namespace in order, filtered by prefix, a page at a time."""
+    services, actor = context(request)
     items, next_cursor = await services.kv.keys(actor.workspace, namespace, prefix, cursor, limit)
     return KvKeys([KvKey(**i) for i in items], next_cursor)
 

@@ -1,0 +1,62 @@
+"""The one authorization check every route passes (called by the request middleware).
+
+A handler states the least role it needs in `opt["role"]` (absent: public). The check reads
+the bearer token, resolves the caller's role in the addressed workspace (`/api/v1/...` is
+workspace `main`, `/api/v1/w/{workspace}/...` another), and refuses with 401 or 403. The
+caller, as an `Actor`, is kept in the request's state and handed to the handler.
+
+It runs as plain code in the middleware rather than as a Litestar guard: a guard costs a
+copy of the handler on every request, a third of the throughput of a small handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.handlers.base import BaseRouteHandler
+
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.services.accounts import DEFAULT_WORKSPACE
+from app.services.actor import Actor, at_least
+
+OPTIONAL = "optional"  # opt["role"] for routes that work signed in or not (registration)
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() or None if scheme.lower() == "bearer" else None
+    return None
+
+
+async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id: str) -> Actor:
+    """The caller of this request; raises Unauthorized / Forbidden / NotFound."""
+    needed = handler.opt.get("role")
+    workspace = scope["path_params"].get("workspace", DEFAULT_WORKSPACE)
+    action = handler.opt.get("audit") or ""
+    if needed is None:
+        return Actor(None, workspace, None, request_id=request_id, action=action)
+    services = scope["litestar_app"].state.services
+    if not services.settings.auth:
+        username, superadmin, role = "local", True, "admin"
+    else:
+        token = bearer_token(scope["headers"])
+        if token is None:
+            if needed == OPTIONAL:
+                return Actor(None, workspace, None, request_id=request_id, action=action)
+            raise Unauthorized("this needs a token: Authorization: Bearer <token>")
+        username, superadmin, role = await services.accounts.authenticate(token, workspace)
+        if superadmin:
+            role = "admin"
+    actor = Actor(username, workspace, role, superadmin, request_id, action)
+    scope["state"]["actor"] = actor  # known even when refused below, for the audit entry
+    if superadmin and workspace != DEFAULT_WORKSPACE and not await services.accounts.workspace_exists(workspace):
+        raise NotFound(f"no workspace {workspace}")
+    if needed == OPTIONAL:
+        return actor
+    if role is None:
+        raise Forbidden(f"{username} has no access to workspace {workspace}")
+    if not at_least(role, needed):
+        raise Forbidden(f"this needs the {needed} role in {workspace}; {username} is {role}")
+    return actor
