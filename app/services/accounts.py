@@ -49,28 +49,29 @@ def check_role(role: str) -> str:
 
 
 class LoginLimiter:
-    """At most `per_minute` failed logins per username and per client address in a minute."""
+    """Failed logins allowed in a minute: `per_user` for one username (guessing one
+    password), ten times as many for one client address (spraying many usernames)."""
 
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._failures: dict[str, collections.deque[float]] = {}
+    def __init__(self, per_user: int) -> None:
+        self.limits = {"user": per_user, "client": per_user * 10}
+        self._failures: dict[tuple[str, str], collections.deque[float]] = {}
 
-    def _recent(self, key: str, now: float) -> collections.deque[float]:
+    def _recent(self, key: tuple[str, str], now: float) -> collections.deque[float]:
         window = self._failures.setdefault(key, collections.deque())
         while window and window[0] <= now - 60:
             window.popleft()
         return window
 
-    def check(self, *keys: str) -> None:
+    def check(self, username: str, client: str) -> None:
         now = time.monotonic()
-        for key in keys:
+        for key in (("user", username), ("client", client)):
             window = self._recent(key, now)
-            if len(window) >= self.per_minute:
+            if len(window) >= self.limits[key[0]]:
                 raise RateLimited("too many failed logins; try again later", int(window[0] + 60 - now) + 1)
 
-    def fail(self, *keys: str) -> None:
+    def fail(self, username: str, client: str) -> None:
         now = time.monotonic()
-        for key in keys:
+        for key in (("user", username), ("client", client)):
             self._recent(key, now).append(now)
         if len(self._failures) > 10_000:  # forget idle keys so the table stays bounded
             self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
@@ -147,13 +148,12 @@ class Accounts:
 
     async def login(self, username: str, password: str, client: str) -> dict[str, Any]:
         """A session token for a correct password; 401 otherwise, 429 after too many failures."""
-        keys = (f"user:{username}", f"client:{client}")
-        self.limiter.check(*keys)
+        self.limiter.check(username, client)
         row = await self.db.fetchrow("SELECT password_hash FROM app_user WHERE username = $1", username)
         stored = row["password_hash"] if row else DUMMY_HASH
         ok = await asyncio.to_thread(verify_password, password, stored)
         if not (ok and row):
-            self.limiter.fail(*keys)
+            self.limiter.fail(username, client)
             raise Unauthorized("wrong username or password")
         token, expires = self.jwt.issue(username)
         return {"token": token, "expires_at": expires * 1000, "username": username}

@@ -36,8 +36,8 @@ class ApiToken(Table, tablename="api_token"):
     username = Varchar(length=64, index=True)
     label = Varchar(length=200)
     created_at = BigInt()
-    expires_at = BigInt(null=True)
-    revoked_at = BigInt(null=True)
+    expires_at = BigInt(null=True, default=None)
+    revoked_at = BigInt(null=True, default=None)
 
 
 class Credential(Table, tablename="credential"):
@@ -69,8 +69,8 @@ class KvEntry(Table, tablename="kv_entry"):
 class AuditEntry(Table, tablename="audit_entry"):
     id = Serial(primary_key=True)
     at = BigInt(index=True)
-    workspace_id = Varchar(length=64, null=True)
-    actor = Varchar(length=64, null=True)
+    workspace_id = Varchar(length=64, null=True, default=None)
+    actor = Varchar(length=64, null=True, default=None)
     action = Varchar(length=100)
     target = Varchar(length=600)
     outcome = Varchar(length=16)
@@ -89,7 +89,7 @@ class ScriptVersion(Table, tablename="script_version"):
     hash = Varchar(length=32, primary_key=True)
     workspace_id = Varchar(length=64)
     path = Varchar(length=255)
-    parent_hash = Varchar(length=32, null=True)
+    parent_hash = Varchar(length=32, null=True, default=None)
     content = Text()
     summary = Text(default="")
     description = Text(default="")
@@ -119,27 +119,27 @@ class Job(Table, tablename="job"):
     workspace_id = Varchar(length=64)
     kind = Varchar(length=16)
     path = Varchar(length=255)
-    script_hash = Varchar(length=32, null=True)
+    script_hash = Varchar(length=32, null=True, default=None)
     args = Text()
     status = Varchar(length=16)
-    result = Text(null=True)
-    error = Text(null=True)
+    result = Text(null=True, default=None)
+    error = Text(null=True, default=None)
     trigger_kind = Varchar(length=32)
     trigger_detail = Text(default="")
     request_id = Varchar(length=64, default="")
-    parent_job = Varchar(length=36, null=True)
-    root_job = Varchar(length=36, null=True)
+    parent_job = Varchar(length=36, null=True, default=None)
+    root_job = Varchar(length=36, null=True, default=None)
     created_by = Varchar(length=64)
     created_at = BigInt()
     scheduled_for = BigInt()
-    started_at = BigInt(null=True)
-    finished_at = BigInt(null=True)
+    started_at = BigInt(null=True, default=None)
+    finished_at = BigInt(null=True, default=None)
     priority = Integer(default=0)
     attempt = Integer(default=1)
     cancel_requested = Integer(default=0)
     worker = Varchar(length=64, default="")
-    progress = Integer(null=True)
-    cache_key = Varchar(length=64, null=True)  # script hash + args, when results are cached
+    progress = Integer(null=True, default=None)
+    cache_key = Varchar(length=64, null=True, default=None)  # script hash + args, when results are cached
 
 
 class JobLog(Table, tablename="job_log"):
@@ -157,7 +157,7 @@ class Variable(Table, tablename="variable"):
     workspace_id = Varchar(length=64)
     path = Varchar(length=255)
     value = Text(default="")  # the clear value of a plain variable
-    ciphertext = Bytea(null=True)  # the value of a secret one
+    ciphertext = Bytea(null=True, default=None)  # the value of a secret one
     is_secret = Integer(default=0)
     description = Text(default="")
     updated_by = Varchar(length=64)

@@ -172,7 +172,7 @@ async def forwards():
         column_class_name="BigInt",
         column_class=BigInt,
         params={
-            "default": 0,
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -193,7 +193,7 @@ async def forwards():
         column_class_name="BigInt",
         column_class=BigInt,
         params={
-            "default": 0,
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -406,7 +406,7 @@ async def forwards():
         column_class=Varchar,
         params={
             "length": 64,
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -428,7 +428,7 @@ async def forwards():
         column_class=Varchar,
         params={
             "length": 64,
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,

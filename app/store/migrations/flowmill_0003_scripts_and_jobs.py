@@ -148,7 +148,7 @@ async def forwards():
         column_class=Varchar,
         params={
             "length": 32,
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -212,7 +212,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -233,7 +233,7 @@ async def forwards():
         column_class_name="Text",
         column_class=Text,
         params={
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -320,7 +320,7 @@ async def forwards():
         column_class=Varchar,
         params={
             "length": 36,
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -342,7 +342,7 @@ async def forwards():
         column_class=Varchar,
         params={
             "length": 36,
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -427,7 +427,7 @@ async def forwards():
         column_class_name="BigInt",
         column_class=BigInt,
         params={
-            "default": 0,
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -448,7 +448,7 @@ async def forwards():
         column_class_name="BigInt",
         column_class=BigInt,
         params={
-            "default": 0,
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -554,7 +554,7 @@ async def forwards():
         column_class_name="Integer",
         column_class=Integer,
         params={
-            "default": 0,
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -576,7 +576,7 @@ async def forwards():
         column_class=Varchar,
         params={
             "length": 64,
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -770,7 +770,7 @@ async def forwards():
         column_class=Varchar,
         params={
             "length": 32,
-            "default": "",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,
@@ -1066,7 +1066,7 @@ async def forwards():
         column_class_name="Bytea",
         column_class=Bytea,
         params={
-            "default": b"",
+            "default": None,
             "null": True,
             "primary_key": False,
             "unique": False,

@@ -1,0 +1,155 @@
+"""A real Flowmill server in a subprocess, on SQLite or on PostgreSQL, for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PASSWORD = "password-1234"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def database_url(backend: str, home: Path) -> tuple[str, str | None]:
+    """(the URL, the PostgreSQL schema to drop afterwards or None)."""
+    if backend == "sqlite":
+        return f"sqlite:///{home / 'flowmill.db'}", None
+    schema = f"t_{secrets.token_hex(6)}"
+    return f"{PG_URL}?schema={schema}", schema
+
+
+def drop_schema(schema: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+class FlowmillServer:
+    """`python -m app serve` on a free port, with its own data dir and database."""
+
+    def __init__(self, backend: str, env: dict[str, str] | None = None) -> None:
+        self.backend = backend
+        self._tmp = tempfile.TemporaryDirectory(prefix="flowmill-test-")
+        self.home = Path(self._tmp.name)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url, self.schema = database_url(backend, self.home)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWMILL_")}
+        self.env.update(
+            FLOWMILL_HOME=str(self.home), FLOWMILL_PORT=str(self.port), FLOWMILL_DATABASE_URL=self.database_url,
+            PYTHONPATH=str(ROOT),
+        )
+        self.env.update(env or {})
+        self.log = self.home / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- life ------------------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 20) -> float:
+        """Start and wait for /readyz; seconds it took."""
+        started = time.perf_counter()
+        self.process = self.spawn()
+        deadline = started + timeout_s
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}: {self.output()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        self.kill9()
+        raise RuntimeError(f"the server was not ready in {timeout_s} s: {self.output()[-3000:]}")
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        """The server process (not waited for); `args` replace `serve`."""
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "app", *(args or ("serve",))], cwd=ROOT, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+
+    def stop(self, timeout_s: float = 15) -> int:
+        """SIGTERM and wait; the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def kill9(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def close(self) -> None:
+        self.kill9()
+        if self.schema:
+            drop_schema(self.schema)
+        self._tmp.cleanup()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def register(self, username: str, password: str = PASSWORD, role: str | None = None, token: str | None = None) -> httpx.Response:
+        body = {"username": username, "password": password, **({"role": role} if role else {})}
+        with self.client(token) as client:
+            return client.post("/auth/register", json=body)
+
+    def login(self, username: str, password: str = PASSWORD) -> str:
+        with self.client() as client:
+            response = client.post("/auth/login", json={"username": username, "password": password})
+        response.raise_for_status()
+        return response.json()["token"]
+
+    def admin_token(self) -> str:
+        """The first user's token (registering it if needed)."""
+        if not getattr(self, "_admin", None):
+            response = self.register("admin")
+            assert response.status_code in (201, 401), response.text
+            self._admin = self.login("admin")
+        return self._admin
+
+    def user(self, username: str, role: str, workspace: str = "main") -> str:
+        """A user with `role` in `workspace` (made by the admin); its token."""
+        admin = self.admin_token()
+        response = self.register(username, role=role if workspace == "main" else "viewer", token=admin)
+        assert response.status_code == 201, response.text
+        if workspace != "main":
+            with self.client(admin) as client:
+                client.delete(f"/api/v1/workspaces/main/members/{username}").raise_for_status()
+                client.put(f"/api/v1/workspaces/{workspace}/members/{username}", json={"role": role}).raise_for_status()
+        return self.login(username)
