@@ -6,10 +6,14 @@ import argparse
 import asyncio
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 import app as flowmill
 from app.config import Settings, load_settings
 from app.errors import FlowmillError
+
+if TYPE_CHECKING:
+    from app.client import Client
 
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +75,90 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> Client:
+    from app.client import Client
+    from app.config import load_remote
+
+    remote = load_remote(url=args.url, token=args.token, workspace=args.workspace)
+    return Client(remote)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a script on the server, printing its log lines as they come, then its result."""
+    import json
+
+    from app.client import parse_arg
+
+    body = dict(parse_arg(a) for a in args.arg)
+    with _client(args) as client:
+        created = client.call("POST", f"/jobs/run/p/{args.path}", json=body, headers={"X-Flowmill-Trigger": "cli"})
+        for _event, line in client.events(f"/jobs/{created['id']}/logs/stream"):
+            if _event == "log":
+                print(line, file=sys.stderr)
+        job = client.call("GET", f"/jobs/{created['id']}")
+    if job["status"] == "SUCCESS":
+        print(json.dumps(job["result"], indent=2, ensure_ascii=False))
+        return 0
+    error = job.get("error") or {}
+    print(f"flowmill: the run ended {job['status']}: {error.get('message', '')}", file=sys.stderr)
+    if error.get("traceback"):
+        print(error["traceback"], file=sys.stderr)
+    return 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Push a folder of scripts to the server, or pull the server's into a folder."""
+    from pathlib import Path
+
+    from app import scriptfiles
+
+    root = Path(args.folder)
+    with _client(args) as client:
+        move = scriptfiles.push if args.direction == "push" else scriptfiles.pull
+        counts = move(client, root, dry_run=args.dry_run)
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{counts['new']} new, {counts['changed']} {verb}, {counts['unchanged']} unchanged", file=sys.stderr)
+    return 0
+
+
+def cmd_generate_metadata(args: argparse.Namespace) -> int:
+    """Write <script>.script.yaml and <script>.lock beside every script of a folder."""
+    from pathlib import Path
+
+    from app.scriptfiles import generate_metadata
+
+    count = generate_metadata(Path(args.folder))
+    print(f"wrote metadata for {count} script(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_resource_types(args: argparse.Namespace) -> int:
+    """List the resource types the server knows (built-in and the workspace's own)."""
+    import json
+
+    with _client(args) as client:
+        for item in client.call("GET", "/resource_types"):
+            origin = "built-in" if item["builtIn"] else "workspace"
+            print(f"{item['name']:<18} {origin:<9} {item['description']}")
+            if args.schema:
+                print(json.dumps(item["schema"], indent=2))
+    return 0
+
+
+def _remote_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="the server (FLOWMILL_URL, default http://127.0.0.1:8080)")
+    parser.add_argument("--token", help="an API token or session token (FLOWMILL_TOKEN)")
+    parser.add_argument("--workspace", help="workspace (FLOWMILL_WORKSPACE, default main)")
+
+
+def cmd_forkserver(args: argparse.Namespace) -> int:
+    """The fork server for user code (started by `serve`, not by hand)."""
+    from app.runtimes.python.child import serve
+
+    serve(args.socket, args.idle)
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"flowmill {flowmill.__version__}")
     return 0
@@ -95,6 +183,34 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     _server_flags(create)
     create.set_defaults(run=cmd_user_create)
+
+    run = commands.add_parser("run", help="run a script on the server and print its logs and result")
+    run.add_argument("path", help="the script's path, e.g. f/demo/hello")
+    run.add_argument("--arg", action="append", default=[], metavar="K=V", help="an argument (V read as JSON if it is JSON)")
+    _remote_flags(run)
+    run.set_defaults(run=cmd_run)
+
+    sync = commands.add_parser("sync", help="move a folder of scripts to or from a server")
+    sync.add_argument("direction", choices=["push", "pull"])
+    sync.add_argument("folder", nargs="?", default=".", help="the folder holding f/ and u/ (default: here)")
+    sync.add_argument("--dry-run", action="store_true", help="only show what would change")
+    _remote_flags(sync)
+    sync.set_defaults(run=cmd_sync)
+
+    metadata = commands.add_parser("generate-metadata", help="write .script.yaml and .lock beside each script")
+    metadata.add_argument("folder", nargs="?", default=".")
+    metadata.set_defaults(run=cmd_generate_metadata)
+
+    resource_type = commands.add_parser("resource-type", help="resource types").add_subparsers(dest="rt_command", required=True)
+    rt_list = resource_type.add_parser("list", help="list resource types")
+    rt_list.add_argument("--schema", action="store_true", help="print each type's JSON schema")
+    _remote_flags(rt_list)
+    rt_list.set_defaults(run=cmd_resource_types)
+
+    forkserver = commands.add_parser("_forkserver", help=argparse.SUPPRESS)
+    forkserver.add_argument("--socket", required=True)
+    forkserver.add_argument("--idle", type=int, default=2)
+    forkserver.set_defaults(run=cmd_forkserver)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=cmd_version)

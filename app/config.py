@@ -11,9 +11,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from platformdirs import user_data_dir
 
 from app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from app.client import Remote
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -34,6 +39,7 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     kv_max_value_bytes: int = 1024 * 1024
     login_attempts_per_minute: int = 10
+    job_memory_limit_mb: int | None = 2048  # address-space limit of a script's process
 
     @property
     def is_sqlite(self) -> bool:
@@ -47,6 +53,12 @@ class Settings:
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def internal_url(self) -> str:
+        """How scripts on this machine reach the server (a wildcard bind is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 def _flag(value: str, name: str) -> bool:
@@ -104,9 +116,23 @@ def load_settings(
         workers=_int(env.get("FLOWMILL_WORKERS", str(cores)), "FLOWMILL_WORKERS", 1, 512),
         sqlite_synchronous=synchronous,
         token_ttl_s=_int(env.get("FLOWMILL_TOKEN_TTL_S", str(12 * 3600)), "FLOWMILL_TOKEN_TTL_S", 60, 10**8),
+        job_memory_limit_mb=_int(env.get("FLOWMILL_JOB_MEMORY_MB", "2048"), "FLOWMILL_JOB_MEMORY_MB", 0, 10**7) or None,
     )
 
 
 def replace(settings: Settings, **changes: object) -> Settings:
     """A copy of `settings` with some fields changed (tests and the CLI use it)."""
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def load_remote(env: Mapping[str, str] | None = None, **overrides: str | None) -> Remote:
+    """Where the command line finds the server: flags, then FLOWMILL_URL / _TOKEN / _WORKSPACE."""
+    from app.client import Remote
+
+    env = os.environ if env is None else env
+    port = env.get("FLOWMILL_PORT", "8080")
+    return Remote(
+        url=overrides.get("url") or env.get("FLOWMILL_URL") or f"http://127.0.0.1:{port}",
+        token=overrides.get("token") or env.get("FLOWMILL_TOKEN"),
+        workspace=overrides.get("workspace") or env.get("FLOWMILL_WORKSPACE") or "main",
+    )

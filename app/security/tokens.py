@@ -42,11 +42,11 @@ class JwtCodec:
         self._key = key
         self.ttl_s = ttl_s
 
-    def issue(self, username: str) -> tuple[str, int]:
-        """(token, expiry as epoch seconds)."""
+    def issue(self, username: str, ttl_s: int | None = None, **extra: str) -> tuple[str, int]:
+        """(token, expiry as epoch seconds). `extra` claims scope it, e.g. `job=<id>`."""
         now = int(time.time())
-        exp = now + self.ttl_s
-        claims = {"sub": username, "iat": now, "exp": exp, "jti": secrets.token_hex(8), "iss": "flowmill"}
+        exp = now + (ttl_s or self.ttl_s)
+        claims = {"sub": username, "iat": now, "exp": exp, "jti": secrets.token_hex(8), "iss": "flowmill", **extra}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), exp
 
     def verify(self, token: str) -> dict[str, object] | None:

@@ -9,14 +9,16 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 import app as flowmill
-from app.api.v1 import audit, auth, credentials, health, kv, workspaces
+from app.api.v1 import audit, auth, credentials, health, jobs, kv, scripts, variables, workspaces
 from app.server.errors import EXCEPTION_HANDLERS
 from app.server.metrics import Metrics
 from app.server.middleware import request_middleware
 from app.services import Services
 
 # Resources that belong to a workspace: served at /api/v1/... (main) and /api/v1/w/{workspace}/...
-WORKSPACE_HANDLERS = [*credentials.HANDLERS, *kv.HANDLERS, *audit.HANDLERS]
+WORKSPACE_HANDLERS = [
+    *credentials.HANDLERS, *kv.HANDLERS, *audit.HANDLERS, *scripts.HANDLERS, *jobs.HANDLERS, *variables.HANDLERS,
+]
 
 
 def create_app(services: Services) -> Litestar:

@@ -45,8 +45,10 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
     """Prepare everything, serve until SIGINT/SIGTERM, then shut down cleanly."""
     check_port_free(settings.host, settings.port)
     db = await prepare(settings)
+    services = None
     try:
         services = await build_services(settings, db)
+        await services.start()
         server = Server(
             create_app(services),
             address=settings.host,
@@ -68,6 +70,8 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
         await server.serve()
         log.info("Flowmill stopped")
     finally:
+        if services is not None:
+            await services.stop()
         await drain_audit()
         await db.close()
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from app.config import Settings
+from app.engine.forkserver import ForkServer
 from app.errors import StartupError
 from app.security.tokens import JwtCodec, load_signing_key
 from app.security.vault import Vault, load_master_key
 from app.services.accounts import Accounts
 from app.services.audit import AuditLog
 from app.services.credentials import Credentials
+from app.services.jobs import Jobs
 from app.services.kv import KeyValueStore
+from app.services.resources import Resources
+from app.services.scripts import Scripts
+from app.services.variables import Variables
 from app.store.base import Database
 
 CANARY_KEY = "vault.canary"
@@ -26,6 +32,21 @@ class Services:
     audit: AuditLog
     credentials: Credentials
     kv: KeyValueStore
+    scripts: Scripts
+    variables: Variables
+    resources: Resources
+    jobs: Jobs
+    forkserver: ForkServer
+
+    async def start(self) -> None:
+        """Start the fork server, recover interrupted runs and start the executor."""
+        await asyncio.to_thread(self.forkserver.start)
+        await self.jobs.start()
+
+    async def stop(self) -> None:
+        """Stop running work (recorded as cancelled) and the fork server."""
+        await self.jobs.stop()
+        await asyncio.to_thread(self.forkserver.stop)
 
 
 async def check_master_key(db: Database, vault: Vault) -> None:
@@ -47,6 +68,10 @@ async def build_services(settings: Settings, db: Database) -> Services:
     jwt = JwtCodec(load_signing_key(settings.home), settings.token_ttl_s)
     accounts = Accounts(db, jwt, settings.login_attempts_per_minute)
     await accounts.ensure_default_workspace()
+    scripts = Scripts(db)
+    variables = Variables(db, vault)
+    resources = Resources(db, variables)
+    forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers + 1))
     return Services(
         settings=settings,
         db=db,
@@ -55,4 +80,9 @@ async def build_services(settings: Settings, db: Database) -> Services:
         audit=AuditLog(db),
         credentials=Credentials(db, vault),
         kv=KeyValueStore(db, settings.kv_max_value_bytes),
+        scripts=scripts,
+        variables=variables,
+        resources=resources,
+        jobs=Jobs(settings, db, scripts, resources, jwt, forkserver),
+        forkserver=forkserver,
     )

@@ -195,10 +195,18 @@ class Accounts:
         if claims is None:
             raise Unauthorized("invalid or expired token")
         username = str(claims["sub"])
+        job = claims.get("job")
+        if job is not None:
+            # A run's token (WM_TOKEN) is good for its own workspace while the run is alive.
+            status = await self.db.fetchval("SELECT status FROM job WHERE id = $1 AND workspace_id = $2", job, workspace)
+            if status not in ("QUEUED", "RUNNING"):
+                raise Unauthorized("this run's token expired with the run")
         row = await self.db.fetchrow(_ROLE_OF_USER, username, workspace)
         if row is None:
             raise Unauthorized("the token's user no longer exists")
-        return (username, bool(row["is_superadmin"]), row["role"]), float(claims["exp"])  # type: ignore[arg-type]
+        # A run's token is never reused from the cache: it must die with its run.
+        valid_until = None if job is not None else float(claims["exp"])  # type: ignore[arg-type]
+        return (username, bool(row["is_superadmin"]), row["role"]), valid_until
 
     async def workspace_exists(self, workspace: str) -> bool:
         return await self.db.fetchval("SELECT 1 FROM workspace WHERE id = $1", workspace) is not None

@@ -1,0 +1,223 @@
+"""`/api/v1/jobs`: start runs (async, sync, streamed), read them, their results and logs, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from app.errors import BadRequest, Conflict, FlowmillError
+from app.api.context import context
+from app.services import Services
+from app.services.jobs import Trigger
+
+FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
+
+
+class RunFailed(FlowmillError):
+    """A run ended other than SUCCESS; answered like Windmill does, with the error."""
+
+    status = 500
+    code = "run_failed"
+
+
+class JobCreated(msgspec.Struct, rename="camel"):
+    id: str
+
+
+class TriggerOut(msgspec.Struct):
+    kind: str
+    detail: str
+
+
+class JobOut(msgspec.Struct, rename="camel"):
+    id: str
+    workspace: str
+    kind: str
+    path: str
+    script_hash: str | None
+    args: Any
+    status: str
+    result: Any
+    error: Any
+    trigger: TriggerOut
+    request_id: str
+    parent_job: str | None
+    root_job: str | None
+    created_by: str
+    created_at: int
+    scheduled_for: int
+    started_at: int | None
+    finished_at: int | None
+    duration_ms: int | None
+    priority: int
+    attempt: int
+    progress: int | None
+
+
+class JobPage(msgspec.Struct, rename="camel"):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class LogLine(msgspec.Struct):
+    id: int
+    ts: int
+    stream: str
+    line: str
+
+
+def job_out(job: dict[str, Any]) -> JobOut:
+    return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"])})
+
+
+async def _args(request: Request) -> Any:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"the arguments are not valid JSON: {error}") from None
+
+
+def result_response(job: dict[str, Any]) -> Response[Any]:
+    """The result of a finished run, or its error in the envelope."""
+    if job["status"] != "SUCCESS":
+        error = job["error"] or {}
+        raise RunFailed(
+            f"the run ended {job['status']}: {error.get('message', '')}",
+            {"jobId": job["id"], "status": job["status"], "error": error},
+        )
+    return Response(msgspec.Raw(msgspec.json.encode(job["result"])), headers={"x-job-id": job["id"]})
+
+
+def _trigger(request: Request) -> Trigger:
+    """`api`, or `cli` when the command line says so (a label, not a permission)."""
+    return Trigger("cli" if request.headers.get("x-flowmill-trigger") == "cli" else "api")
+
+
+@post("/jobs/run/p/{path:path}", opt={"role": "executor"}, status_code=201)
+async def run_async(request: Request, path: str) -> JobCreated:
+    """Queue a run of the script at `path`; answered with its id once committed."""
+    services, actor = context(request)
+    return JobCreated(await services.jobs.enqueue(actor, await _args(request), _trigger(request), path=path.lstrip("/")))
+
+
+@post("/jobs/run/h/{digest:str}", opt={"role": "executor"}, status_code=201)
+async def run_hash_async(request: Request, digest: str) -> JobCreated:
+    """Queue a run of one script version."""
+    services, actor = context(request)
+    return JobCreated(await services.jobs.enqueue(actor, await _args(request), Trigger("api"), digest=digest))
+
+
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
+async def run_wait_result(request: Request, path: str) -> Response[Any]:
+    """Run the script and answer with its result (the job id in `x-job-id`)."""
+    services, actor = context(request)
+    job = await services.jobs.run_and_wait(actor, await _args(request), Trigger("api"), path=path.lstrip("/"))
+    return result_response(job)
+
+
+@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200)
+async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
+    """Run the script; stream its output lines as `log` events, then a `result` (or `error`) event."""
+    services, actor = context(request)
+    job_id = await services.jobs.enqueue(actor, await _args(request), Trigger("api"), path=path.lstrip("/"))
+    return ServerSentEvent(_stream(services, actor.workspace, job_id, with_result=True), headers={"x-job-id": job_id})
+
+
+async def _stream(services: Services, workspace: str, job_id: str, with_result: bool) -> AsyncIterator[ServerSentEventMessage]:
+    """Past lines, then new ones as they are written, until the run is final; then its outcome.
+
+    Lines are read from the database by id, so none is sent twice or lost; the hub only
+    says when new ones were written, so that they go out at once.
+    """
+    hub = services.jobs.executor.hub
+    written = hub.subscribe(job_id)
+    last = 0
+    try:
+        while True:
+            job = await services.jobs.get(workspace, job_id)
+            for line in await services.jobs.logs(workspace, job_id, after_id=last):
+                last = line["id"]
+                yield ServerSentEventMessage(data=line["line"], event="log")
+            if job["status"] in FINAL:
+                break
+            try:
+                await asyncio.wait_for(written.get(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        hub.unsubscribe(job_id, written)
+    if not with_result:
+        yield ServerSentEventMessage(data=job["status"], event="end")
+    elif job["status"] == "SUCCESS":
+        yield ServerSentEventMessage(data=msgspec.json.encode(job["result"]).decode(), event="result")
+    else:
+        payload = {"status": job["status"], "error": job["error"]}
+        yield ServerSentEventMessage(data=msgspec.json.encode(payload).decode(), event="error")
+
+
+@get("/jobs", opt={"role": "viewer"})
+async def list_jobs(
+    request: Request,
+    status: str | None = None,
+    path: str | None = None,
+    trigger: str | None = None,
+    cursor: str | None = None,
+    limit: int = Parameter(default=50, ge=1, le=200),
+) -> JobPage:
+    """Runs of the workspace, newest first."""
+    services, actor = context(request)
+    items, next_cursor = await services.jobs.list(actor.workspace, status, path, trigger, cursor, limit)
+    return JobPage([job_out(j) for j in items], next_cursor)
+
+
+@get("/jobs/{job_id:str}", opt={"role": "viewer"})
+async def get_job(request: Request, job_id: str) -> JobOut:
+    services, actor = context(request)
+    return job_out(await services.jobs.get(actor.workspace, job_id))
+
+
+@get("/jobs/{job_id:str}/result", opt={"role": "viewer"})
+async def get_result(request: Request, job_id: str) -> Response[Any]:
+    """The result of a finished run; 409 while it is not finished."""
+    services, actor = context(request)
+    job = await services.jobs.get(actor.workspace, job_id)
+    if job["status"] not in FINAL:
+        raise Conflict(f"the run is {job['status']}; it has no result yet", {"status": job["status"]})
+    return result_response(job)
+
+
+@get("/jobs/{job_id:str}/logs", opt={"role": "viewer"})
+async def get_logs(
+    request: Request,
+    job_id: str, after: int = 0, limit: int = Parameter(default=10_000, ge=1, le=10_000)
+) -> list[LogLine]:
+    """Log lines with their timestamps (ms), from after line id `after`."""
+    services, actor = context(request)
+    return [LogLine(**line) for line in await services.jobs.logs(actor.workspace, job_id, after, limit)]
+
+
+@get("/jobs/{job_id:str}/logs/stream", opt={"role": "viewer"})
+async def stream_logs(request: Request, job_id: str) -> ServerSentEvent:
+    """Past lines, then live ones while the run is in flight (text/event-stream)."""
+    services, actor = context(request)
+    await services.jobs.get(actor.workspace, job_id)
+    return ServerSentEvent(_stream(services, actor.workspace, job_id, with_result=False))
+
+
+@post("/jobs/{job_id:str}/cancel", opt={"role": "executor", "audit": "job.cancel"}, status_code=200)
+async def cancel_job(request: Request, job_id: str) -> JobOut:
+    """Cancel a queued run, or kill a running one."""
+    services, actor = context(request)
+    return job_out(await services.jobs.cancel(actor, job_id))
+
+
+HANDLERS = [run_async, run_hash_async, run_wait_result, run_and_stream, list_jobs, get_job, get_result, get_logs, stream_logs, cancel_job]

@@ -1,0 +1,85 @@
+"""A small HTTP client of the Flowmill API, for the command line (`run`, `sync`, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from app.errors import FlowmillError
+
+
+class ApiError(FlowmillError):
+    """The server refused a call; the message is the server's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Remote:
+    url: str
+    token: str | None
+    workspace: str = "main"
+
+    @property
+    def api(self) -> str:
+        prefix = "/api/v1" if self.workspace == "main" else f"/api/v1/w/{self.workspace}"
+        return self.url.rstrip("/") + prefix
+
+
+class Client:
+    def __init__(self, remote: Remote, timeout_s: float = 30.0) -> None:
+        self.remote = remote
+        headers = {"Authorization": f"Bearer {remote.token}"} if remote.token else {}
+        self.http = httpx.Client(base_url=remote.api, headers=headers, timeout=timeout_s)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded JSON answer; ApiError with the server's message otherwise."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise ApiError(f"cannot reach Flowmill at {self.remote.url}: {error}") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500]
+            raise ApiError(f"{method} {path}: {response.status_code} {message}")
+        if not response.content:
+            return None
+        return response.json() if "json" in response.headers.get("content-type", "") else response.text
+
+    def events(self, path: str) -> Iterator[tuple[str, str]]:
+        """(event, data) pairs of a text/event-stream answer."""
+        with self.http.stream("GET", path, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(f"GET {path}: {response.status_code} {response.text[:500]}")
+            event, data = "message", []
+            for line in response.iter_lines():
+                if not line:
+                    if data:
+                        yield event, "\n".join(data)
+                    event, data = "message", []
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+
+
+def parse_arg(text: str) -> tuple[str, Any]:
+    """`k=v` with v read as JSON when it is JSON (`n=3`, `flag=true`, `x={"a":1}`), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ApiError(f"an argument is key=value, not {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value

@@ -1,0 +1,419 @@
+"""Jobs: runs of scripts, from the request that starts them to their result and logs.
+
+A run is committed before anyone hears of it: an asynchronous run answers with its id after
+the INSERT; a synchronous one is written RUNNING (owned by this process, so the executor
+skips the claim) and answered with the result once the final status is committed.
+
+`run_script` is what the executor calls on one of its threads: it prepares the child (the
+script version, its dependencies, `$res:`/`$var:` arguments, the WM_* environment with a
+token scoped to the run) and hands it to the fork server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from app.config import Settings
+from app.engine.executor import Executor, Outcome, QueuedJob, now_ms
+from app.engine.forkserver import ChildJob, ForkServer
+from app.engine.logs import LogSink
+from app.errors import BadRequest, NotFound, TooLarge
+from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
+from app.security.tokens import JwtCodec
+from app.services.actor import Actor
+from app.services.resources import Resources
+from app.services.scripts import Scripts, ScriptSettings
+from app.store.base import Database, Row, Statement
+
+MAX_ARGS_BYTES = 5 * 1024 * 1024
+POLL_S = 1.0
+MAX_PAGE = 200
+STATUSES = ("QUEUED", "RUNNING", "WAITING", "PAUSED", "SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
+_CHILD_STATUS = {"success": "SUCCESS", "error": "FAILED", "timeout": "TIMED_OUT", "cancelled": "CANCELLED", "crashed": "FAILED"}
+_JOB_COLUMNS = (
+    "id, workspace_id, kind, path, script_hash, args, status, result, error, trigger_kind, trigger_detail, "
+    "request_id, parent_job, root_job, created_by, created_at, scheduled_for, started_at, finished_at, priority, "
+    "attempt, progress"
+)
+
+
+class Trigger(msgspec.Struct, frozen=True):
+    kind: str  # api, route, webhook, schedule, cli, script
+    detail: str = ""
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else msgspec.json.decode(text)
+
+
+def job_view(row: Row) -> dict[str, Any]:
+    """A job row as the API shows it (snake_case; the wire types camelCase it)."""
+    started, finished = row["started_at"], row["finished_at"]
+    return {
+        "id": row["id"], "workspace": row["workspace_id"], "kind": row["kind"], "path": row["path"],
+        "script_hash": row["script_hash"], "args": _decode(row["args"]), "status": row["status"],
+        "result": _decode(row["result"]), "error": _decode(row["error"]),
+        "trigger": {"kind": row["trigger_kind"], "detail": row["trigger_detail"]}, "request_id": row["request_id"],
+        "parent_job": row["parent_job"], "root_job": row["root_job"], "created_by": row["created_by"],
+        "created_at": row["created_at"], "scheduled_for": row["scheduled_for"], "started_at": started,
+        "finished_at": finished, "duration_ms": finished - started if started and finished else None,
+        "priority": row["priority"], "attempt": row["attempt"], "progress": row["progress"],
+    }
+
+
+def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings, attempt: int = 1, claimed: bool = False) -> QueuedJob:
+    retry = settings.retry
+    return QueuedJob(
+        id=row_id, workspace=workspace, path=path, priority=settings.priority, attempt=attempt,
+        max_attempts=1 + (retry.attempts if retry else 0), backoff_s=retry.backoff_s if retry else 1.0,
+        timeout_s=settings.timeout, claimed=claimed,
+        concurrency_key=(settings.concurrency_key or path) if settings.concurrency_limit else None,
+        concurrency_limit=settings.concurrency_limit, concurrency_window_s=settings.concurrency_time_window_s,
+    )
+
+
+class Jobs:
+    def __init__(
+        self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, jwt: JwtCodec, forkserver: ForkServer
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.scripts = scripts
+        self.resources = resources
+        self.jwt = jwt
+        self.forkserver = forkserver
+        self.executor = Executor(db, self.run_script, threads=2 * settings.workers)
+        self.cache_dir = settings.home / "cache" / "python"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- life ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover interrupted runs, start the executor and queue what was waiting."""
+        self._loop = asyncio.get_running_loop()
+        await self._recover()
+        await self.executor.start()
+        await self._pick_up_queued()
+        if self.db.dialect == "postgres":
+            # Other processes on the same database queue runs too: look for them now and then.
+            # A run submitted by two processes is still claimed once (QUEUED -> RUNNING).
+            self._poller = asyncio.get_running_loop().create_task(self._poll_queued())
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        await self.executor.stop()
+
+    async def _pick_up_queued(self, limit: int = 10_000) -> None:
+        rows = await self.db.fetch(
+            "SELECT j.id, j.workspace_id, j.path, j.attempt, j.scheduled_for, v.settings FROM job j "
+            "LEFT JOIN script_version v ON v.hash = j.script_hash WHERE j.status = 'QUEUED' "
+            f"ORDER BY j.created_at LIMIT {limit}"
+        )
+        for row in rows:
+            if self.executor.knows(row["id"]):
+                continue
+            job = queued_job(row["id"], row["workspace_id"], row["path"], self._settings_of(row), row["attempt"])
+            job.not_before = row["scheduled_for"] / 1000
+            self.executor.submit(job)
+
+    async def _poll_queued(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                await self._pick_up_queued(limit=200)
+            except Exception as error:  # keep polling through a passing database error
+                logging.getLogger("flowmill.jobs").warning("polling the queue failed: %s", error)
+
+    @staticmethod
+    def _settings_of(row: Row) -> ScriptSettings:
+        return msgspec.json.decode(row["settings"], type=ScriptSettings) if row["settings"] else ScriptSettings()
+
+    async def _recover(self) -> None:
+        """RUNNING runs left by a dead process: queued again when their retries allow,
+        otherwise FAILED with the reason. Never left running."""
+        rows = await self.db.fetch(
+            "SELECT j.id, j.worker, j.attempt, v.settings FROM job j LEFT JOIN script_version v ON v.hash = j.script_hash "
+            "WHERE j.status = 'RUNNING'"
+        )
+        statements = []
+        for row in rows:
+            if not self._orphaned(row["worker"]):
+                continue
+            retry = self._settings_of(row).retry
+            if retry and row["attempt"] < 1 + retry.attempts:
+                statements.append(Statement(
+                    "UPDATE job SET status = 'QUEUED', attempt = attempt + 1, scheduled_for = $1 WHERE id = $2",
+                    (now_ms(), row["id"]),
+                ))
+            else:
+                statements.append(Statement(
+                    "UPDATE job SET status = 'FAILED', finished_at = $1, error = $2 WHERE id = $3",
+                    (now_ms(), '{"name":"ServerStopped","message":"the server stopped while this run was in flight"}', row["id"]),
+                ))
+        if statements:
+            await self.db.write(*statements)
+
+    def _orphaned(self, worker: str) -> bool:
+        if self.db.dialect == "sqlite":
+            return True  # one process owns a SQLite database: whoever ran it is gone
+        host, _, pid = worker.rpartition(":")
+        if host != self.executor.worker_id.rpartition(":")[0]:
+            return False  # another machine's run: its own process recovers it
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            return True
+        except PermissionError:
+            return False
+        return int(pid) == os.getpid()
+
+    # -- starting runs ---------------------------------------------------------------------------------
+
+    async def _version(self, workspace: str, path: str | None, digest: str | None) -> dict[str, Any]:
+        if digest is not None:
+            return await self.scripts.by_hash(workspace, digest)
+        assert path is not None
+        return await self.scripts.latest(workspace, path)
+
+    @staticmethod
+    def _encode_args(args: Any) -> str:
+        if not isinstance(args, dict):
+            raise BadRequest("a run's arguments are a JSON object")
+        text = msgspec.json.encode(args).decode()
+        if len(text) > MAX_ARGS_BYTES:
+            raise TooLarge(f"a run's arguments are limited to {MAX_ARGS_BYTES} bytes")
+        return text
+
+    def _insert(
+        self, actor: Actor, version: dict[str, Any], args_text: str, trigger: Trigger, status: str,
+        job_id: str, parent: str | None, root: str | None, scheduled_for: int,
+    ) -> Statement:
+        now = now_ms()
+        return Statement(
+            f"INSERT INTO job ({_JOB_COLUMNS}, worker) VALUES "
+            "($1, $2, 'script', $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, $16, 1, NULL, $17)",
+            (job_id, actor.workspace, version["path"], version["hash"], args_text, status, trigger.kind, trigger.detail,
+             actor.request_id, parent, root or parent, actor.username or "", now, scheduled_for,
+             now if status == "RUNNING" else None, version["settings"].priority,
+             self.executor.worker_id if status == "RUNNING" else ""),
+        )
+
+    async def enqueue(
+        self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
+        parent: str | None = None, root: str | None = None, scheduled_for: int | None = None,
+    ) -> str:
+        """Queue a run; its id once it is committed."""
+        version = await self._version(actor.workspace, path, digest)
+        args_text = self._encode_args(args)
+        job_id = str(uuid.uuid4())
+        at = scheduled_for or now_ms()
+        await self.db.write(self._insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at))
+        job = queued_job(job_id, actor.workspace, version["path"], version["settings"])
+        job.not_before = at / 1000
+        self.executor.submit(job)
+        return job_id
+
+    async def run_and_wait(
+        self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
+        parent: str | None = None,
+    ) -> dict[str, Any]:
+        """Run now and wait for the final status; the finished job."""
+        version = await self._version(actor.workspace, path, digest)
+        args_text = self._encode_args(args)
+        job_id = str(uuid.uuid4())
+        await self.db.write(self._insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms()))
+        done = self.executor.watch(job_id)
+        self.executor.submit(queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True))
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # The caller went away; the run goes on and keeps its record.
+            self.executor.unwatch(job_id, done)
+            raise
+        return await self.get(actor.workspace, job_id)
+
+    async def wait(self, workspace: str, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """The job once it is final (or as it is when `timeout_s` runs out)."""
+        job = await self.get(workspace, job_id)
+        if job["status"] in ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT"):
+            return job
+        done = self.executor.watch(job_id)
+        try:
+            # Re-read after watching: it may have finished in between.
+            job = await self.get(workspace, job_id)
+            if job["status"] not in ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT"):
+                await asyncio.wait_for(asyncio.shield(done), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.executor.unwatch(job_id, done)
+        return await self.get(workspace, job_id)
+
+    async def cancel(self, actor: Actor, job_id: str, reason: str = "") -> dict[str, Any]:
+        """Cancel a queued run at once, or kill a running one; a finished one is left as it is."""
+        job = await self.get(actor.workspace, job_id)
+        error = msgspec.json.encode({"name": "Cancelled", "message": reason or f"cancelled by {actor.username}"}).decode()
+        results = await self.db.write(Statement(
+            "UPDATE job SET status = 'CANCELLED', finished_at = $1, error = $2 WHERE id = $3 AND status = 'QUEUED'",
+            (now_ms(), error, job_id),
+        ))
+        if results[0].rowcount:
+            self.executor.hub.publish(job_id, False)
+        elif job["status"] == "RUNNING":
+            await self.db.execute("UPDATE job SET cancel_requested = 1 WHERE id = $1", job_id)
+            self.executor.cancel(job_id)
+        return await self.get(actor.workspace, job_id)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get(self, workspace: str, job_id: str) -> dict[str, Any]:
+        row = await self.db.fetchrow(f"SELECT {_JOB_COLUMNS} FROM job WHERE id = $1 AND workspace_id = $2", job_id, workspace)
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return job_view(row)
+
+    async def list(
+        self, workspace: str, status: str | None = None, path: str | None = None, trigger: str | None = None,
+        cursor: str | None = None, limit: int = 50, parent: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; the cursor is `<created_at>:<id>` of the last item."""
+        clauses, args = ["workspace_id = $1"], [workspace]
+        for column, value in (("status", status), ("path", path), ("trigger_kind", trigger), ("parent_job", parent)):
+            if value is not None:
+                if column == "status" and value not in STATUSES:
+                    raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+                args.append(value)
+                clauses.append(f"{column} = ${len(args)}")
+        if cursor:
+            created, _, last_id = cursor.partition(":")
+            if not created.isdigit() or not last_id:
+                raise BadRequest("cursor is not one this API gave")
+            args += [int(created), last_id]
+            clauses.append(f"(created_at < ${len(args) - 1} OR (created_at = ${len(args) - 1} AND id < ${len(args)}))")
+        limit = max(1, min(limit, MAX_PAGE))
+        rows = await self.db.fetch(
+            f"SELECT {_JOB_COLUMNS} FROM job WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
+            *args,
+        )
+        items = [job_view(r) for r in rows[:limit]]
+        next_cursor = f"{items[-1]['created_at']}:{items[-1]['id']}" if len(rows) > limit else None
+        return items, next_cursor
+
+    async def logs(self, workspace: str, job_id: str, after_id: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Log lines in order, from after line id `after_id`."""
+        await self.get(workspace, job_id)
+        rows = await self.db.fetch(
+            "SELECT id, ts, stream, line FROM job_log WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            job_id, after_id, limit,
+        )
+        return [{"id": r["id"], "ts": r["ts"], "stream": r["stream"], "line": r["line"]} for r in rows]
+
+    async def set_progress(self, workspace: str, job_id: str, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise BadRequest("progress is a percentage from 0 to 100")
+        result = await self.db.execute("UPDATE job SET progress = $1 WHERE id = $2 AND workspace_id = $3", percent, job_id, workspace)
+        if result.rowcount == 0:
+            raise NotFound(f"no job {job_id}")
+
+    # -- running (on an executor thread) ------------------------------------------------------------------
+
+    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def run_script(self, job: QueuedJob, sink: LogSink, cancel: threading.Event) -> Outcome:
+        """Carry out one run of a script; called by the executor."""
+        row = self._call(self.db.fetchrow(
+            "SELECT j.args, j.created_by, j.root_job, j.parent_job, v.hash, v.content, v.settings, v.lock, v.path "
+            "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
+            job.id,
+        ))
+        if row is None:
+            return Outcome("FAILED", error={"name": "ScriptMissing", "message": "the script version of this run was deleted"})
+        settings = self._settings_of(row)
+        cached = self._cached(row, settings, sink)
+        if cached is not None:
+            return cached
+        actor = Actor(row["created_by"] or None, job.workspace, "executor")
+        try:
+            args = self._call(self.resources.resolve(actor, msgspec.json.decode(row["args"])))
+        except Exception as error:  # a $res:/$var: argument that does not resolve
+            return Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
+        try:
+            environment = self._environment(row, sink)
+        except InstallError as error:
+            sink.note(f"installing the dependencies failed:\n{error.message}")
+            return Outcome("FAILED", error={"name": "DependencyInstallError", "message": error.message})
+        child = ChildJob(
+            source=row["content"], path=row["path"], args=args, env=self._env(job, row),
+            sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
+            memory_limit_mb=self.settings.job_memory_limit_mb,
+        )
+        outcome = self.forkserver.run(child, sink.line, cancel)
+        status = _CHILD_STATUS[outcome.status]
+        if outcome.status == "success":
+            return Outcome(status, result=outcome.result)
+        error = dict(outcome.error or {})
+        if outcome.status == "timeout":
+            error = {"name": "Timeout", "message": f"the run took longer than its timeout of {job.timeout_s:g} s"}
+        elif outcome.status == "cancelled":
+            error = {"name": "Cancelled", "message": "cancelled while running"}
+        elif outcome.status == "crashed":
+            error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
+        return Outcome(status, error=error)
+
+    def _cached(self, row: Row, settings: ScriptSettings, sink: LogSink) -> Outcome | None:
+        if not settings.cache_ttl:
+            return None
+        key = hashlib.sha256(f"{row['hash']}\0{row['args']}".encode()).hexdigest()[:32]
+        hit = self._call(self.db.fetchrow(
+            "SELECT id, result FROM job WHERE cache_key = $1 AND status = 'SUCCESS' AND finished_at >= $2 "
+            "ORDER BY finished_at DESC LIMIT 1",
+            key, now_ms() - int(settings.cache_ttl * 1000),
+        ))
+        self._call(self.db.execute("UPDATE job SET cache_key = $1 WHERE id = $2", key, sink.job_id))
+        if hit is None:
+            return None
+        sink.note(f"result reused from run {hit['id']} (cached for {settings.cache_ttl:g} s)")
+        return Outcome("SUCCESS", result=hit["result"])
+
+    def _environment(self, row: Row, sink: LogSink) -> Path | None:
+        if row["lock"]:
+            return ensure_locked_environment(row["lock"], self.cache_dir).path
+        requirements = infer_requirements(row["content"])
+        if not requirements:
+            return None
+        sink.note(f"dependencies: {', '.join(requirements)}")
+        environment = ensure_environment(requirements, self.cache_dir)
+        self._call(self.scripts.remember_lock(row["hash"], environment.lock))
+        return environment.path
+
+    def _env(self, job: QueuedJob, row: Row) -> dict[str, str]:
+        """The WM_* environment Windmill scripts (and the wmill client) expect."""
+        username = row["created_by"] or "anonymous"
+        ttl = int((job.timeout_s or self.settings.token_ttl_s) + 300)
+        token, _ = self.jwt.issue(username, ttl_s=ttl, job=job.id)
+        env = {
+            "WM_BASE_URL": self.settings.internal_url, "BASE_INTERNAL_URL": self.settings.internal_url,
+            "WM_TOKEN": token, "WM_WORKSPACE": job.workspace, "WM_JOB_ID": job.id, "WM_JOB_PATH": row["path"],
+            "WM_USERNAME": username, "WM_EMAIL": f"{username}@flowmill.local", "WM_PERMISSIONED_AS": f"u/{username}",
+            "WM_STATE_PATH": f"{row['path']}/state", "WM_STATE_PATH_NEW": f"{row['path']}/state",
+            "FLOWMILL_JOB_ID": job.id,
+        }
+        if row["root_job"]:
+            env["WM_ROOT_FLOW_JOB_ID"] = row["root_job"]
+        if row["parent_job"]:
+            env["WM_FLOW_JOB_ID"] = row["parent_job"]
+        return env
