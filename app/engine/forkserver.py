@@ -71,17 +71,24 @@ class ForkServer:
         self.socket_path = runtime_dir / "fork.sock"
         self.process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self, timeout_s: float = 15) -> None:
-        """Start the fork server and wait until it accepts runs."""
+    def start(self) -> None:
+        """Start the fork server without waiting for it: the first run waits if it must,
+        so that the HTTP server is ready without paying for the fork server's imports."""
         with self._lock:
-            self._start(timeout_s)
+            self._spawn()
 
     def _start(self, timeout_s: float) -> None:
+        self._spawn()
+        self._wait_ready(timeout_s)
+
+    def _spawn(self) -> None:
+        self._ready = False
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runtime_dir, 0o700)
         log = open(self.runtime_dir / "forkserver.log", "ab")
@@ -91,11 +98,14 @@ class ForkServer:
             env={k: v for k, v in os.environ.items() if not k.startswith("FLOWMILL_")},
         )
         log.close()
+
+    def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:
                 raise ForkServerError(f"the fork server exited at start; see {self.runtime_dir / 'forkserver.log'}")
             if self.socket_path.exists() and Path(f"{self.socket_path}.status").exists():
+                self._ready = True
                 return
             time.sleep(0.005)
         raise ForkServerError(f"the fork server did not start within {timeout_s:g} s")
@@ -118,10 +128,12 @@ class ForkServer:
 
     def _connect(self) -> socket.socket:
         for attempt in range(2):
-            if self.process is None or self.process.poll() is not None:
+            if not self._ready or self.process is None or self.process.poll() is not None:
                 with self._lock:
                     if self.process is None or self.process.poll() is not None:
                         self._start(15)
+                    elif not self._ready:
+                        self._wait_ready(15)
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 conn.connect(str(self.socket_path))

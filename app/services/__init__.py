@@ -40,7 +40,7 @@ class Services:
 
     async def start(self) -> None:
         """Start the fork server, recover interrupted runs and start the executor."""
-        await asyncio.to_thread(self.forkserver.start)
+        self.forkserver.start()
         await self.jobs.start()
 
     async def stop(self) -> None:

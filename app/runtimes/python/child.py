@@ -17,6 +17,7 @@ by `kill -9`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import linecache
 import os
@@ -32,12 +33,6 @@ import traceback
 from typing import Any
 
 import msgspec
-
-try:  # what user code imports most: already in memory in every child
-    import httpx  # noqa: F401
-    import wmill  # noqa: F401
-except ImportError:  # pragma: no cover - both are dependencies of Flowmill
-    pass
 
 _LENGTH = struct.Struct(">I")
 MAX_LINE = 16 * 1024
@@ -93,9 +88,13 @@ class _Output(threading.Thread):
     """Reads the script's stdout and stderr pipes and sends them as batches of lines,
     keeping at most `max_lines` lines / `max_bytes` bytes and counting what it drops."""
 
-    def __init__(self, conn: socket.socket, lock: threading.Lock, pipes: dict[int, str], job: Job) -> None:
+    def __init__(self, pipes: dict[int, str]) -> None:
         super().__init__(daemon=True)
-        self.conn, self.lock, self.pipes, self.job = conn, lock, pipes, job
+        self.pipes = pipes
+        self.lock = threading.Lock()
+        # Set when the run arrives; nothing is written to the pipes before that.
+        self.conn: socket.socket
+        self.job: Job
         self.sent_lines = self.sent_bytes = self.dropped = 0
         self.partial = {fd: b"" for fd in pipes}
 
@@ -185,20 +184,9 @@ def _execute(job: Job) -> dict[str, Any]:
     return {"t": "error", "error": problem} if problem else {"t": "result", "result": encoded}
 
 
-def run_one(conn: socket.socket) -> None:
-    """In a fresh child: take one job from `conn`, run it, answer, and end the process."""
-    job = msgspec.json.decode(read_frame(conn), type=Job)
-    os.setsid()  # its own process group: a kill reaches whatever the script starts
-    lock = threading.Lock()
-    send_frame(conn, {"t": "pid", "pid": os.getpid()}, lock)
-    base = {k: v for k, v in os.environ.items() if k in BASE_ENV_KEYS}
-    os.environ.clear()
-    os.environ.update(base)
-    os.environ.update(job.env)
-    sys.path[:0] = job.sys_path
-    if job.memory_limit_mb:
-        limit = job.memory_limit_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+def prepare_output() -> _Output:
+    """Everything a run needs that does not depend on the run, done while the child idles:
+    its stdout and stderr become pipes, read by a thread that sends their lines."""
     pipes = {}
     for fd, stream in ((1, "stdout"), (2, "stderr")):
         read_end, write_end = os.pipe()
@@ -207,8 +195,24 @@ def run_one(conn: socket.socket) -> None:
         pipes[read_end] = stream
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-    reader = _Output(conn, lock, pipes, job)
+    reader = _Output(pipes)
     reader.start()
+    return reader
+
+
+def run_one(conn: socket.socket, reader: _Output) -> None:
+    """Take one job from `conn`, run it, and answer."""
+    job = msgspec.json.decode(read_frame(conn), type=Job)
+    reader.conn, reader.job = conn, job
+    send_frame(conn, {"t": "pid", "pid": os.getpid()}, reader.lock)
+    base = {k: v for k, v in os.environ.items() if k in BASE_ENV_KEYS}
+    os.environ.clear()
+    os.environ.update(base)
+    os.environ.update(job.env)
+    sys.path[:0] = job.sys_path
+    if job.memory_limit_mb:
+        limit = job.memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     outcome = _execute(job)
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -219,29 +223,56 @@ def run_one(conn: socket.socket) -> None:
     os.close(2)
     reader.join(2.0)  # a background process of the script may hold the pipes open
     reader.finish()
-    send_frame(conn, outcome, lock)
+    send_frame(conn, outcome, reader.lock)
 
 
 # -- the fork server -------------------------------------------------------------------------------------
 
 
-def _child(listener: socket.socket, took_one: int, keep: set[int]) -> None:
-    for fd in keep:
-        os.close(fd)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+def _die_with_parent() -> None:
+    """Linux: be killed when the fork server dies, even by SIGKILL (no orphan waits in accept)."""
     try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child(listener: socket.socket, took_one: int, keep: set[int], parent: int) -> None:
+    try:
+        for fd in keep:
+            os.close(fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent()
+        if os.getppid() != parent:  # the parent died before the line above
+            return
+        os.setsid()  # its own process group: a kill reaches whatever the script starts
+        reader = prepare_output()
         conn, _ = listener.accept()
         os.write(took_one, b"x")
         listener.close()
-        run_one(conn)
+        run_one(conn, reader)
         conn.close()
     finally:
         os._exit(0)
 
 
+def _preload() -> None:
+    """Import what user code imports most, once, so that every child has it already; and
+    build msgspec's decoder for jobs, which would otherwise be built again in each child."""
+    for module in ("httpx", "wmill", "json", "datetime", "decimal", "uuid"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+    msgspec.json.decode(msgspec.json.encode(Job(source="", path="", args={}, env={})), type=Job)
+
+
 def serve(socket_path: str, idle: int) -> None:
     """The fork server's main loop (the hidden `flowmill _forkserver` command)."""
+    _preload()
     status_path = socket_path + ".status"
     for path in (socket_path, status_path):
         if os.path.exists(path):
@@ -261,6 +292,11 @@ def serve(socket_path: str, idle: int) -> None:
     idle_now = 0
     stdin = sys.stdin.fileno()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # What is loaded now is shared with every child: keep the garbage collector from
+    # touching it (and so copying its pages) in each of them.
+    gc.collect()
+    gc.freeze()
+    me = os.getpid()
 
     def reap() -> None:
         while children:
@@ -283,7 +319,7 @@ def serve(socket_path: str, idle: int) -> None:
             while idle_now < idle:
                 pid = os.fork()
                 if pid == 0:
-                    _child(listener, took_write, {status.fileno(), took_read, stdin})
+                    _child(listener, took_write, {status.fileno(), took_read, stdin}, me)
                 children.add(pid)
                 idle_now += 1
             ready, _, _ = select.select([took_read, status, stdin], [], [], 0.05)
