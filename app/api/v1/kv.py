@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, delete, get, put
+from litestar import MediaType, Request, delete, get, put
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response.base import ASGIResponse
 from litestar.params import Parameter
 
 from app.api.context import context
@@ -45,14 +47,15 @@ async def put_entry(namespace: str, key: str, request: Request) -> KvWritten:
     return KvWritten(namespace, key, await services.kv.put(actor, namespace, key, value))
 
 
-@get("/kv/{namespace:str}/{key:str}", opt={"role": "viewer"})
-async def get_entry(request: Request, namespace: str, key: str) -> Response[KvEntryOut]:
+@get("/kv/{namespace:str}/{key:str}", opt={"role": "viewer"}, responses={200: ResponseSpec(KvEntryOut)})
+async def get_entry(request: Request, namespace: str, key: str) -> ASGIResponse:
     """The value of a key, as JSON."""
     services, actor = context(request)
     value, updated_at = await services.kv.get(actor.workspace, namespace, key)
-    # The stored text is already canonical JSON: pass it through without decoding it.
+    # The stored text is already canonical JSON: pass it through without decoding it, and
+    # answer with the bytes as they are (this is the hottest read of the API).
     body = _ENCODER.encode(KvEntryOut(namespace, key, msgspec.Raw(value.encode()), updated_at))
-    return Response(body, media_type=MediaType.JSON)
+    return ASGIResponse(body=body, media_type=MediaType.JSON)
 
 
 @delete("/kv/{namespace:str}/{key:str}", opt={"role": "editor", "audit": "kv.delete"})
