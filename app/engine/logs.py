@@ -14,6 +14,7 @@ from typing import Any
 
 from app.store.base import Database, Statement
 
+RESULT_STREAM_PREFIX = "WM_STREAM: "
 FLUSH_LINES = 500
 FLUSH_S = 0.1
 
@@ -76,7 +77,10 @@ class LogSink:
         self.count = 0
 
     def line(self, ts: float, stream: str, text: str) -> None:
-        """Take one line (called by the process layer as lines arrive)."""
+        """Take one line (called by the process layer as lines arrive). A `WM_STREAM: ` line
+        (Windmill's `append_to_result_stream`) is text of the result stream."""
+        if text.startswith(RESULT_STREAM_PREFIX):
+            stream, text = "result", text[len(RESULT_STREAM_PREFIX):].replace("\\n", "\n")
         entry = (int(ts * 1000), stream, text)
         self._buffer.append(entry)
         self.count += 1

@@ -49,6 +49,10 @@ class JwtCodec:
         claims = {"sub": username, "iat": now, "exp": exp, "jti": secrets.token_hex(8), "iss": "flowmill", **extra}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), exp
 
+    def sign(self, message: str) -> str:
+        """An HMAC-SHA256 of `message` under the signing key, for signed URLs."""
+        return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
+
     def verify(self, token: str) -> dict[str, object] | None:
         """The claims, or None for a forged, tampered, expired or `alg: none` token."""
         try:

@@ -126,7 +126,8 @@ async def run_wait_result(request: Request, path: str) -> Response[Any]:
 
 @post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200)
 async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
-    """Run the script; stream its output lines as `log` events, then a `result` (or `error`) event."""
+    """Run the script; stream its result stream (`stream` events) and output lines (`log`
+    events) as they come, then a `result` (or `error`) event."""
     services, actor = context(request)
     job_id = await services.jobs.enqueue(actor, await _args(request), Trigger("api"), path=path.lstrip("/"))
     return ServerSentEvent(_stream(services, actor.workspace, job_id, with_result=True), headers={"x-job-id": job_id})
@@ -146,7 +147,7 @@ async def _stream(services: Services, workspace: str, job_id: str, with_result: 
             job = await services.jobs.get(workspace, job_id)
             for line in await services.jobs.logs(workspace, job_id, after_id=last):
                 last = line["id"]
-                yield ServerSentEventMessage(data=line["line"], event="log")
+                yield ServerSentEventMessage(data=line["line"], event="stream" if line["stream"] == "result" else "log")
             if job["status"] in FINAL:
                 break
             try:

@@ -17,6 +17,8 @@ by `kill -9`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import gc
 import inspect
 import linecache
@@ -30,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+import typing
 from typing import Any
 
 import msgspec
@@ -159,6 +162,26 @@ def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
     return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
+def _coerce(function: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """JSON carries bytes as base64 and datetimes as ISO text: give main what it declares."""
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: pass the arguments as they are
+        return args
+    coerced = dict(args)
+    for name, value in args.items():
+        wanted = hints.get(name)
+        if not isinstance(value, str):
+            continue
+        if wanted is bytes:
+            coerced[name] = base64.b64decode(value)
+        elif wanted is datetime.datetime:
+            coerced[name] = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        elif wanted is datetime.date:
+            coerced[name] = datetime.date.fromisoformat(value)
+    return coerced
+
+
 def _execute(job: Job) -> dict[str, Any]:
     """Run the script's main (after its preprocessor, given an event); the outcome frame."""
     filename = f"{job.path}.py"
@@ -172,7 +195,7 @@ def _execute(job: Job) -> dict[str, Any]:
             if not isinstance(args, dict):
                 return {"t": "error", "error": {"name": "PreprocessorError",
                                                  "message": "preprocessor must return a dict of main's arguments"}}
-        result = _call(namespace["main"], **args)
+        result = _call(namespace["main"], **_coerce(namespace["main"], args))
     except SystemExit as exit_:
         return {"t": "error", "error": {"name": "SystemExit", "message": f"the script called sys.exit({exit_.code!r})"}}
     except BaseException as error:  # everything the script raises is its outcome
