@@ -11,7 +11,6 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from tests.support import FlowmillServer
 

@@ -94,3 +94,24 @@ def test_bad_settings_are_refused(value: str) -> None:
 
     with pytest.raises(ConfigError):
         load_settings({"FLOWMILL_AUTH": value})
+
+
+def test_a_second_database_migrates_beside_a_first(backend: str) -> None:
+    """Piccolo once skipped creating its migration table because another schema of the
+    same PostgreSQL database had one: each schema must get its own."""
+    with tempfile.TemporaryDirectory() as first_home, tempfile.TemporaryDirectory() as second_home:
+        first_url, first_schema = database_url(backend, Path(first_home))
+        second_url, second_schema = database_url(backend, Path(second_home))
+
+        async def both() -> None:
+            for home, url in ((first_home, first_url), (second_home, second_url)):
+                db = await prepare(load_settings({"FLOWMILL_HOME": home, "FLOWMILL_DATABASE_URL": url}))
+                assert await db.fetchval("SELECT count(*) FROM migration") >= 4
+                await db.close()
+
+        try:
+            asyncio.run(both())
+        finally:
+            for schema in (first_schema, second_schema):
+                if schema:
+                    drop_schema(schema)
