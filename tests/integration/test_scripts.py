@@ -51,7 +51,7 @@ def test_versions_history_and_schema(api: httpx.Client) -> None:
     history = api.get("/api/v1/scripts/history/p/f/demo/greet").json()
     assert [v["hash"] for v in history] == [second["hash"], first["hash"]]
     assert api.get(f"/api/v1/scripts/h/{first['hash']}").json()["content"].count("loud") == 1
-    assert api.post(f"/api/v1/jobs/run_wait_result/p/f/demo/greet", json={"name": "ab"}).json() == "ababab"
+    assert api.post("/api/v1/jobs/run_wait_result/p/f/demo/greet", json={"name": "ab"}).json() == "ababab"
     job_id = api.post(f"/api/v1/jobs/run/h/{first['hash']}", json={"name": "x"}).json()["id"]
     assert wait_final(api, job_id)["result"] == "xx"
 
@@ -97,7 +97,6 @@ def test_timeout_cancel_and_crashes(server: FlowmillServer, api: httpx.Client) -
         assert job.status_code == 500, name
         assert job.json()["error"]["details"]["status"] == "FAILED", name
         assert api.get("/healthz").status_code == 200
-    assert "SIGABRT" in api.get(f"/api/v1/jobs/{job.headers.get('x-job-id') or ''}").text or True
     aborted = api.get("/api/v1/jobs", params={"path": "f/limits/abort"}).json()["items"][0]
     assert aborted["error"]["name"] == "Crashed" and "SIGABRT" in aborted["error"]["message"]
 
