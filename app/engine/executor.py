@@ -205,6 +205,9 @@ class Executor:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
+    def _write(self, *statements: Statement) -> Any:
+        return self.db.write_from_thread(self._loop, *statements)
+
     def _work(self) -> None:
         while (job := self._next()) is not None:
             self.busy += 1
@@ -221,15 +224,15 @@ class Executor:
     def _carry(self, job: QueuedJob) -> None:
         cancel = self._cancels.setdefault(job.id, threading.Event())
         if not job.claimed:
-            claimed = self._call(self.db.execute(
+            claimed = self._write(Statement(
                 "UPDATE job SET status = 'RUNNING', started_at = $1, worker = $2, attempt = $3 "
                 "WHERE id = $4 AND status = 'QUEUED'",
-                now_ms(), self.worker_id, job.attempt, job.id,
-            ))
+                (now_ms(), self.worker_id, job.attempt, job.id),
+            ))[0]
             if claimed.rowcount == 0:  # cancelled while queued, or another process took it
                 self._settle(job.id, None)
                 return
-        sink = LogSink(job.id, self.hub, self._loop, self._call, self.db)  # type: ignore[arg-type]
+        sink = LogSink(job.id, self.hub, self._loop, self._write)  # type: ignore[arg-type]
         if cancel.is_set():
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": "cancelled before it started"})
         else:
@@ -250,14 +253,14 @@ class Executor:
                 "UPDATE job SET status = 'QUEUED', attempt = $1, scheduled_for = $2, error = $3 WHERE id = $4",
                 (job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error), job.id),
             ))
-            self._call(self.db.write(*statements))
+            self._write(*statements)
             self.submit(dataclasses.replace(job, attempt=job.attempt + 1, not_before=time.time() + delay, claimed=False))
             return
         statements.append(Statement(
             "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5",
             (outcome.status, outcome.result, _json(outcome.error), now_ms(), job.id),
         ))
-        self._call(self.db.write(*statements))
+        self._write(*statements)
         self._settle(job.id, outcome.status)
 
     def _settle(self, job_id: str, status: str | None) -> None:

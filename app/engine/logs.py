@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-from app.store.base import Database, Statement
+from app.store.base import Statement
 
 RESULT_STREAM_PREFIX = "WM_STREAM: "
 FLUSH_LINES = 500
@@ -64,14 +64,12 @@ class LogSink:
         job_id: str,
         hub: LogHub,
         loop: asyncio.AbstractEventLoop,
-        call: Callable[[Coroutine[Any, Any, Any]], Any],
-        db: Database,
+        write: Callable[..., Any],
     ) -> None:
         self.job_id = job_id
         self._hub = hub
         self._loop = loop
-        self._call = call
-        self._db = db
+        self._write = write
         self._buffer: list[tuple[int, str, str]] = []
         self._flushed_at = time.monotonic()
         self.count = 0
@@ -94,7 +92,7 @@ class LogSink:
     def flush(self) -> None:
         if self._buffer:
             lines, self._buffer = self._buffer, []
-            self._call(self._db.write(insert_lines(self.job_id, lines)))
+            self._write(insert_lines(self.job_id, lines))
             self._loop.call_soon_threadsafe(self._hub.publish, self.job_id)
         self._flushed_at = time.monotonic()
 

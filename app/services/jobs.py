@@ -96,6 +96,7 @@ class Jobs:
         self.cache_dir = settings.home / "cache" / "python"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -346,11 +347,13 @@ class Jobs:
         cached = self._cached(row, settings, sink)
         if cached is not None:
             return cached
-        actor = Actor(row["created_by"] or None, job.workspace, "executor")
-        try:
-            args = self._call(self.resources.resolve(actor, msgspec.json.decode(row["args"])))
-        except Exception as error:  # a $res:/$var: argument that does not resolve
-            return Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
+        args = msgspec.json.decode(row["args"])
+        if "$res:" in row["args"] or "$var:" in row["args"]:  # only then is the event loop needed
+            actor = Actor(row["created_by"] or None, job.workspace, "executor")
+            try:
+                args = self._call(self.resources.resolve(actor, args))
+            except Exception as error:  # a $res:/$var: argument that does not resolve
+                return Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
         try:
             environment = self._environment(row, sink)
         except InstallError as error:
@@ -392,7 +395,9 @@ class Jobs:
     def _environment(self, row: Row, sink: LogSink) -> Path | None:
         if row["lock"]:
             return ensure_locked_environment(row["lock"], self.cache_dir).path
-        requirements = infer_requirements(row["content"])
+        requirements = self._requirements.get(row["hash"])
+        if requirements is None:
+            requirements = self._requirements[row["hash"]] = infer_requirements(row["content"])
         if not requirements:
             return None
         sink.note(f"dependencies: {', '.join(requirements)}")
