@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     reference = start_reference()
     flowmill = Flowmill()
     try:
-        server_rss, helper_rss = flowmill.idle_rss_mb()
+        memory = flowmill.idle_memory_mb()
         report: dict[str, object] = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-            "startup": {"readyMs": round(flowmill.ready_ms, 1), "idleRssMb": round(server_rss, 1), "helperProcessesRssMb": round(helper_rss, 1)},
+            "startup": {"readyMs": round(flowmill.ready_ms, 1), **memory},
             "scenarios": [],
         }
-        say(f"flowmill ready in {flowmill.ready_ms:.0f} ms, idle RSS {server_rss:.1f} MB (+{helper_rss:.1f} MB helpers)")
+        say(f"flowmill ready in {flowmill.ready_ms:.0f} ms, idle: server RSS {memory['serverRssMb']} MB, "
+            f"PSS of its {memory['processes']} processes {memory['treePssMb']} MB")
         for scenario in chosen:
             scenario.prepare(flowmill)
             results = {}

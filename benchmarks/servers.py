@@ -29,6 +29,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (a forked child's) counted once across processes."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -93,12 +101,15 @@ class Flowmill(Server):
         httpx.post(self.url + "/auth/register", json=credentials).raise_for_status()
         self.token = httpx.post(self.url + "/auth/login", json=credentials).json()["token"]
 
-    def idle_rss_mb(self) -> tuple[float, float]:
-        """(the server process, its helper processes) after a second of idleness."""
+    def idle_memory_mb(self) -> dict[str, float]:
+        """After a second of idleness: the server's RSS, and the PSS of the server with its
+        fork server and idle children (their shared pages counted once)."""
         time.sleep(1)
         pid = self.process.pid
-        helpers = [c for child in children(pid) for c in [child, *children(child)]]
-        return rss_mb(pid), sum(rss_mb(p) for p in helpers if Path(f"/proc/{p}").exists())
+        tree = [pid, *(c for child in children(pid) for c in [child, *children(child)])]
+        alive = [p for p in tree if Path(f"/proc/{p}").exists()]
+        return {"serverRssMb": round(rss_mb(pid), 1), "treePssMb": round(sum(pss_mb(p) for p in alive), 1),
+                "processes": len(alive)}
 
     def call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         response = httpx.request(method, self.url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kwargs)  # type: ignore[arg-type]
