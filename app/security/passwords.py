@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import hmac
 import secrets
 
@@ -12,7 +13,28 @@ N, R, P = 2**14, 8, 1
 
 
 def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode())
+    try:
+        return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode())
+    finally:
+        _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    """scrypt's 16 MiB would otherwise stay resident in the thread's malloc arena after use."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim  # glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
 
 
 def hash_password(password: str) -> str:

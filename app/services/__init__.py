@@ -71,7 +71,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
     scripts = Scripts(db)
     variables = Variables(db, vault)
     resources = Resources(db, variables)
-    forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers + 1))
+    forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers))
     return Services(
         settings=settings,
         db=db,
