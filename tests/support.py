@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = "password-1234"
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], timeout_s: float = 5, what: str = "the condition") -> T:
+    """Poll `probe` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -117,6 +134,48 @@ class FlowmillServer:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    # -- the database, read beside the server -------------------------------------------------------
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows of `sql` (PostgreSQL's `$1` parameters) read straight from the server's database."""
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(f"file:{self.home / 'flowmill.db'}?mode=ro", uri=True, timeout=10)
+            try:
+                return [tuple(row) for row in conn.execute(re.sub(r"\$(\d+)", r"?\1", sql), args).fetchall()]
+            finally:
+                conn.close()
+        import asyncpg
+
+        async def run() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(PG_URL, server_settings={"search_path": self.schema or "public"})
+            try:
+                return [tuple(row) for row in await conn.fetch(sql, *args)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    def count(self, table: str, where: str = "1 = 1", *args: Any) -> int:
+        return int(self.query(f"SELECT count(*) FROM {table} WHERE {where}", *args)[0][0])
+
+    def dump(self) -> str:
+        """Every row of every table, as text (bytes shown both raw and as hex)."""
+        if self.backend == "sqlite":
+            tables = [r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        else:
+            tables = [r[0] for r in self.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", self.schema)]
+        parts = []
+        for table in tables:
+            for row in self.query(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    if isinstance(value, (bytes, bytearray, memoryview)):
+                        raw = bytes(value)
+                        parts += [raw.decode("latin-1"), raw.hex()]
+                    else:
+                        parts.append(str(value))
+        return "\n".join(parts)
 
     # -- calls ------------------------------------------------------------------------------------
 

@@ -6,8 +6,12 @@ dependency injection, which costs a sizeable share of a small request's time.
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from litestar import Request
 
+from app.errors import BadRequest
 from app.services import Services
 from app.services.actor import Actor
 
@@ -15,3 +19,14 @@ from app.services.actor import Actor
 def context(request: Request) -> tuple[Services, Actor]:
     """(the services, the caller) of this request."""
     return request.app.state.services, request.scope["state"]["actor"]
+
+
+async def json_body(request: Request) -> Any:
+    """The body as JSON, `{}` when empty (a run's arguments may be left out)."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {error}") from None

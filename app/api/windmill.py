@@ -15,7 +15,7 @@ import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
 
 import app as flowmill
-from app.api.context import context
+from app.api.context import context, json_body
 from app.api.v1.jobs import FINAL
 from app.errors import BadRequest, Forbidden, NotFound
 from app.services.actor import at_least
@@ -50,16 +50,6 @@ def windmill_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _args(request: Request) -> Any:
-    body = await request.body()
-    if not body.strip():
-        return {}
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError as error:
-        raise BadRequest(f"the arguments are not valid JSON: {error}") from None
-
-
 def _scheduled(request: Request) -> int | None:
     seconds = request.query_params.get("scheduled_in_secs")
     if seconds is None:
@@ -80,7 +70,7 @@ async def run_by_path(request: Request, path: str) -> Response[str]:
     """Queue a run; the job id, as text."""
     services, actor = context(request)
     job_id = await services.jobs.enqueue(
-        actor, await _args(request), Trigger("api", "windmill"), path=path.lstrip("/"),
+        actor, await json_body(request), Trigger("api", "windmill"), path=path.lstrip("/"),
         parent=request.query_params.get("parent_job"), root=request.query_params.get("root_job"),
         scheduled_for=_scheduled(request),
     )
@@ -91,7 +81,7 @@ async def run_by_path(request: Request, path: str) -> Response[str]:
 async def run_by_hash(request: Request, digest: str) -> Response[str]:
     services, actor = context(request)
     job_id = await services.jobs.enqueue(
-        actor, await _args(request), Trigger("api", "windmill"), digest=digest,
+        actor, await json_body(request), Trigger("api", "windmill"), digest=digest,
         parent=request.query_params.get("parent_job"), root=request.query_params.get("root_job"),
         scheduled_for=_scheduled(request),
     )
@@ -143,7 +133,7 @@ async def get_root_job_id(request: Request, job_id: str) -> Response[bytes]:
 @post("/jobs_u/queue/cancel/{job_id:str}", opt={"role": "executor", "audit": "job.cancel"}, status_code=200)
 async def cancel(request: Request, job_id: str) -> Response[str]:
     services, actor = context(request)
-    body = await _args(request)
+    body = await json_body(request)
     reason = body.get("reason") if isinstance(body, dict) else None
     await services.jobs.cancel(actor, job_id, reason or "")
     return Response(f"job canceled: {job_id}", media_type=TEXT)
@@ -162,7 +152,7 @@ async def list_jobs(request: Request) -> list[dict[str, Any]]:
 @post("/job_metrics/set_progress/{job_id:str}", opt={"role": "executor"}, status_code=200)
 async def set_progress(request: Request, job_id: str) -> None:
     services, actor = context(request)
-    body = await _args(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("percent"), int):
         raise BadRequest("the body is {\"percent\": 0-100}")
     await services.jobs.set_progress(actor.workspace, job_id, body["percent"])
@@ -230,7 +220,7 @@ async def variable(request: Request, path: str) -> dict[str, Any]:
 @post("/variables/create", opt={"role": "editor", "audit": "variable.create"}, status_code=201)
 async def create_variable(request: Request) -> Response[str]:
     services, actor = context(request)
-    body = await _args(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not isinstance(body.get("value"), str):
         raise BadRequest("the body is {path, value, is_secret?, description?}")
     created = await services.variables.create(
@@ -242,7 +232,7 @@ async def create_variable(request: Request) -> Response[str]:
 @post("/variables/update/{path:path}", opt={"role": "editor", "audit": "variable.update"}, status_code=200)
 async def update_variable(request: Request, path: str) -> Response[str]:
     services, actor = context(request)
-    body = await _args(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise BadRequest("the body is {value?, is_secret?, description?}")
     await services.variables.update(actor, path.lstrip("/"), body.get("value"), body.get("is_secret"), body.get("description"))
@@ -287,7 +277,7 @@ async def resource_exists(request: Request, path: str) -> bool:
 @post("/resources/create", opt={"role": "executor", "audit": "resource.create"}, status_code=201)
 async def create_resource(request: Request, update_if_exists: bool = False) -> Response[str]:
     services, actor = context(request)
-    body = await _args(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("path"), str) or "resource_type" not in body:
         raise BadRequest("the body is {path, value, resource_type, description?}")
     _may_write_resource(actor, body["resource_type"])
@@ -301,7 +291,7 @@ async def create_resource(request: Request, update_if_exists: bool = False) -> R
 @post("/resources/update_value/{path:path}", opt={"role": "executor", "audit": "resource.update"}, status_code=200)
 async def update_resource_value(request: Request, path: str) -> Response[str]:
     services, actor = context(request)
-    body = await _args(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or "value" not in body:
         raise BadRequest("the body is {value}")
     current = await services.resources.get(actor.workspace, path.lstrip("/"))
@@ -348,7 +338,7 @@ def _whoami(request: Request) -> dict[str, Any]:
 async def create_token(request: Request) -> Response[str]:
     """A new API token for the caller, as text."""
     services, actor = context(request)
-    body = await _args(request)
+    body = await json_body(request)
     expires: int | None = None
     if isinstance(body, dict) and body.get("expiration"):
         try:

@@ -11,8 +11,8 @@ from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from app.errors import BadRequest, Conflict, FlowmillError
-from app.api.context import context
+from app.errors import Conflict, FlowmillError
+from app.api.context import context, json_body
 from app.services import Services
 from app.services.jobs import Trigger
 
@@ -76,16 +76,6 @@ def job_out(job: dict[str, Any]) -> JobOut:
     return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"])})
 
 
-async def _args(request: Request) -> Any:
-    body = await request.body()
-    if not body.strip():
-        return {}
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError as error:
-        raise BadRequest(f"the arguments are not valid JSON: {error}") from None
-
-
 def result_response(job: dict[str, Any]) -> Response[Any]:
     """The result of a finished run, or its error in the envelope."""
     if job["status"] != "SUCCESS":
@@ -106,21 +96,21 @@ def _trigger(request: Request) -> Trigger:
 async def run_async(request: Request, path: str) -> JobCreated:
     """Queue a run of the script at `path`; answered with its id once committed."""
     services, actor = context(request)
-    return JobCreated(await services.jobs.enqueue(actor, await _args(request), _trigger(request), path=path.lstrip("/")))
+    return JobCreated(await services.jobs.enqueue(actor, await json_body(request), _trigger(request), path=path.lstrip("/")))
 
 
 @post("/jobs/run/h/{digest:str}", opt={"role": "executor"}, status_code=201)
 async def run_hash_async(request: Request, digest: str) -> JobCreated:
     """Queue a run of one script version."""
     services, actor = context(request)
-    return JobCreated(await services.jobs.enqueue(actor, await _args(request), Trigger("api"), digest=digest))
+    return JobCreated(await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), digest=digest))
 
 
 @post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
 async def run_wait_result(request: Request, path: str) -> Response[Any]:
     """Run the script and answer with its result (the job id in `x-job-id`)."""
     services, actor = context(request)
-    job = await services.jobs.run_and_wait(actor, await _args(request), Trigger("api"), path=path.lstrip("/"))
+    job = await services.jobs.run_and_wait(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"))
     return result_response(job)
 
 
@@ -129,7 +119,7 @@ async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     """Run the script; stream its result stream (`stream` events) and output lines (`log`
     events) as they come, then a `result` (or `error`) event."""
     services, actor = context(request)
-    job_id = await services.jobs.enqueue(actor, await _args(request), Trigger("api"), path=path.lstrip("/"))
+    job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"))
     return ServerSentEvent(_stream(services, actor.workspace, job_id, with_result=True), headers={"x-job-id": job_id})
 
 
