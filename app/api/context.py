@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request
+from litestar import MediaType, Request, Response
 
 from app.errors import BadRequest
 from app.services import Services
@@ -30,3 +30,8 @@ async def json_body(request: Request) -> Any:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+def json_string(text: str) -> Response[bytes]:
+    """A string answered as JSON (`"..."`); Litestar would send a bare `str` as plain text."""
+    return Response(msgspec.json.encode(text), media_type=MediaType.JSON)

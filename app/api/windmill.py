@@ -15,7 +15,7 @@ import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
 
 import app as flowmill
-from app.api.context import context, json_body
+from app.api.context import context, json_body, json_string
 from app.api.v1.jobs import FINAL
 from app.errors import BadRequest, Forbidden, NotFound
 from app.services.actor import at_least
@@ -118,16 +118,11 @@ async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     return windmill_job(await services.jobs.get(actor.workspace, job_id))
 
 
-def _json_string(text: str) -> Response[bytes]:
-    """A string as JSON (`"..."`): Windmill's client decodes these answers as JSON."""
-    return Response(msgspec.json.encode(text), media_type=MediaType.JSON)
-
-
 @get("/jobs_u/get_root_job_id/{job_id:str}", opt={"role": "viewer"})
 async def get_root_job_id(request: Request, job_id: str) -> Response[bytes]:
     services, actor = context(request)
     job = await services.jobs.get(actor.workspace, job_id)
-    return _json_string(job["root_job"] or job["parent_job"] or job["id"])
+    return json_string(job["root_job"] or job["parent_job"] or job["id"])
 
 
 @post("/jobs_u/queue/cancel/{job_id:str}", opt={"role": "executor", "audit": "job.cancel"}, status_code=200)
@@ -206,7 +201,7 @@ async def resume_urls(request: Request, job_id: str, resume_id: str, approver: s
 @get("/variables/get_value/{path:path}", opt={"role": "viewer"})
 async def variable_value(request: Request, path: str) -> Response[bytes]:
     services, actor = context(request)
-    return _json_string(await services.variables.value(actor, path.lstrip("/")))
+    return json_string(await services.variables.value(actor, path.lstrip("/")))
 
 
 @get("/variables/get/{path:path}", opt={"role": "viewer"})

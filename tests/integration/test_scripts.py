@@ -195,3 +195,35 @@ def test_a_run_in_flight_is_not_left_running_after_kill_9(fresh_server: Flowmill
         assert lost["status"] == "FAILED" and "stopped" in lost["error"]["message"]
         again = wait_final(api, retried_id)
         assert again["status"] == "SUCCESS" and again["result"] == 2
+
+
+def sse(response: httpx.Response) -> list[tuple[str, str]]:
+    events, event, data = [], "message", []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                events.append((event, "\n".join(data)))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    return events
+
+
+def test_run_and_stream_and_live_logs(api: httpx.Client) -> None:
+    save(api, "f/stream/talk", "import time, wmill\ndef main(n: int):\n    for i in range(n):\n        print('tick', i)\n        time.sleep(0.05)\n    wmill.append_to_result_stream('partial')\n    return n\n")
+    with api.stream("POST", "/api/v1/jobs/run_and_stream/p/f/stream/talk", json={"n": 3}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse(response)
+    assert [d for e, d in events if e == "log"] == ["tick 0", "tick 1", "tick 2"]
+    assert ("stream", "partial") in events and events[-1] == ("result", "3")
+    job_id = api.post("/api/v1/jobs/run/p/f/stream/talk", json={"n": 4}).json()["id"]
+    with api.stream("GET", f"/api/v1/jobs/{job_id}/logs/stream") as response:
+        events = sse(response)
+    assert [d for e, d in events if e == "log"] == [f"tick {i}" for i in range(4)]
+    assert events[-1] == ("end", "SUCCESS")
+    save(api, "f/stream/fails", "def main():\n    raise KeyError('x')\n")
+    with api.stream("POST", "/api/v1/jobs/run_and_stream/p/f/stream/fails", json={}) as response:
+        last = sse(response)[-1]
+    assert last[0] == "error" and '"FAILED"' in last[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, delete, get, post, put
+from litestar import Request, Response, delete, get, post, put
 
-from app.api.context import context
+from app.api.context import context, json_string
 
 
 class VariableIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -88,10 +88,10 @@ async def get_variable(request: Request, path: str) -> VariableOut:
 
 
 @get("/variables/value/{path:path}", opt={"role": "viewer"})
-async def get_variable_value(request: Request, path: str) -> str:
-    """The clear value (a secret's needs the executor role)."""
+async def get_variable_value(request: Request, path: str) -> Response[bytes]:
+    """The clear value, as a JSON string (a secret's needs the executor role)."""
     services, actor = context(request)
-    return await services.variables.value(actor, path.lstrip("/"))
+    return json_string(await services.variables.value(actor, path.lstrip("/")))
 
 
 @put("/variables/p/{path:path}", opt={"role": "editor", "audit": "variable.update"})
