@@ -39,13 +39,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from app.store.migrate import prepare, migrate
+    """Bring the schema up to date (what `serve` does at start), and say so."""
+    from app.store.migrate import prepare
 
-    async def run() -> list[str]:
-        settings = _settings(args)
-        db = await prepare(settings)  # refuses a corrupt or newer database first
+    async def run() -> None:
+        db = await prepare(_settings(args))  # refuses a corrupt or newer database, migrates
         await db.close()
-        return await migrate(settings)
 
     asyncio.run(run())
     print("the schema is up to date")
