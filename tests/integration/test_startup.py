@@ -33,7 +33,10 @@ def refused(server: FlowmillServer, timeout_s: float = 20) -> str:
 def test_ready_quickly(fresh_server: FlowmillServer) -> None:
     took = fresh_server.start()
     print(f"ready in {took * 1000:.0f} ms")
-    assert took < 3.0  # the bar is 1.5 s; the test leaves room for a loaded CI machine
+    # The bar is 1.5 s, measured by the benchmarks on a quiet machine; this catches a start
+    # that blocks on something slow (it once waited for the fork server's imports), with room
+    # for a CI machine busy with other work.
+    assert took < 5.0
 
 
 def test_refuses_a_port_in_use(fresh_server: FlowmillServer) -> None:
