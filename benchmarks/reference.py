@@ -15,21 +15,25 @@ from litestar import Litestar, Request, get, post, put
 
 @get("/ref/{key:str}")
 async def read(key: str) -> dict[str, Any]:
+    """A small JSON object, as a key-value read answers."""
     return {"key": key, "value": {"n": 1}}
 
 
 @put("/ref/{key:str}")
 async def write(key: str, request: Request) -> dict[str, Any]:
+    """Decode the JSON body, answer a small JSON object, as a key-value write does."""
     await request.json()
     return {"key": key, "updatedAt": 0}
 
 
 @post("/ref/{key:str}", status_code=200)
 async def submit(key: str, request: Request) -> dict[str, Any]:
+    """Decode the JSON body and echo it, as a synchronous script run does."""
     return {"key": key, "body": await request.json()}
 
 
 async def serve(port: int) -> None:
+    """Serve on 127.0.0.1:`port` until SIGINT or SIGTERM."""
     server = Server(
         Litestar([read, write, submit], openapi_config=None, logging_config=None),
         address="127.0.0.1", port=port, interface=Interfaces.ASGINL, log_enabled=False, backlog=1024,

@@ -1,70 +1,121 @@
 """`python -m benchmarks`: every scenario against Flowmill and against the reference, side by
-side in one run, printed as JSON (progress goes to stderr)."""
+side in one run, printed as JSON (progress goes to stderr).
+
+Exits with 1 when some run had non-2xx responses or socket errors (its scenario lists them
+under "errors"): such figures measure failures, not Flowmill.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
+from typing import Any
 
 from benchmarks import load as wrk
-from benchmarks.scenarios import SCENARIOS
+from benchmarks.scenarios import REFERENCES, SCENARIOS, Scenario
 from benchmarks.servers import Flowmill, start_reference
 
 
 def say(text: str) -> None:
+    """A progress line, on stderr."""
     print(text, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each run")
-    parser.add_argument("--only", help="comma-separated scenario names")
-    parser.add_argument("--json-out", help="also write the JSON here")
-    args = parser.parse_args(argv)
-    wrk.wrk_path()
-    chosen = [s for s in SCENARIOS if not args.only or s.name in args.only.split(",")]
+def _measure(side: str, scenario: Scenario, url: str, load: wrk.Load, args: argparse.Namespace) -> wrk.Measure:
+    """A warm-up run, then the measured one."""
+    wrk.run(url, load, scenario.connections, args.warmup)
+    measure = wrk.run(url, load, scenario.connections, args.duration)
+    say(f"{scenario.name:<18} {side:<9} {measure.rps:>9.0f} req/s  p50 {measure.p50_ms:7.2f} ms  "
+        f"p99 {measure.p99_ms:7.2f} ms" + ("  ERRORS" if measure.failed else ""))
+    return measure
 
-    reference = start_reference()
-    flowmill = Flowmill()
-    try:
-        memory = flowmill.idle_memory_mb()
-        report: dict[str, object] = {
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+
+def _errors(measures: dict[str, wrk.Measure]) -> list[str]:
+    return [f"{side}: {m.non_2xx} non-2xx responses, {m.socket_errors} socket errors"
+            for side, m in measures.items() if m.failed]
+
+
+def _choose(only: str | None) -> list[Scenario]:
+    if not only:
+        return list(SCENARIOS)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = sorted(set(names) - {s.name for s in SCENARIOS})
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(s.name for s in SCENARIOS)}")
+    return [s for s in SCENARIOS if s.name in names]
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so the servers are stopped
+
+
+def run(chosen: list[Scenario], args: argparse.Namespace) -> dict[str, Any]:
+    """Start both servers, run `chosen`, stop the servers whatever happens; the report."""
+    with contextlib.ExitStack() as cleanup:
+        say("starting the reference and Flowmill")
+        reference = start_reference()
+        cleanup.callback(reference.stop)
+        flowmill = Flowmill()
+        cleanup.callback(flowmill.stop)
+        memory = flowmill.memory
+        say(f"flowmill ready in {flowmill.ready_ms:.0f} ms; idle: RSS {memory['idleRssMb']} MB, "
+            f"{memory['children']} children {memory['childrenRssMb']} MB RSS, tree PSS {memory['treePssMb']} MB")
+        report: dict[str, Any] = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             "startup": {"readyMs": round(flowmill.ready_ms, 1), **memory},
             "scenarios": [],
         }
-        say(f"flowmill ready in {flowmill.ready_ms:.0f} ms, idle: server RSS {memory['serverRssMb']} MB, "
-            f"PSS of its {memory['processes']} processes {memory['treePssMb']} MB")
+        # Each (reference endpoint, connections) is measured once per run, just before the
+        # first scenario compared with it.
+        references: dict[tuple[str, int], wrk.Measure] = {}
         for scenario in chosen:
             scenario.prepare(flowmill)
-            results = {}
-            for name, url, load in (
-                ("reference", reference.url, scenario.reference),
-                ("flowmill", flowmill.url, scenario.load(flowmill)),
-            ):
-                wrk.run(url, load, scenario.connections, args.warmup)
-                results[name] = wrk.run(url, load, scenario.connections, args.duration)
-                say(f"{scenario.name:<24} {name:<9} {results[name].rps:>9.0f} req/s  p50 {results[name].p50_ms:7.2f} ms  p99 {results[name].p99_ms:7.2f} ms")
-            ours, ref = results["flowmill"], results["reference"]
-            entry = {
+            key = (scenario.reference, scenario.connections)
+            if key not in references:
+                references[key] = _measure("reference", scenario, reference.url, REFERENCES[scenario.reference], args)
+            ref = references[key]
+            ours = _measure("flowmill", scenario, flowmill.url, scenario.load(flowmill), args)
+            report["scenarios"].append({
                 "name": scenario.name, "connections": scenario.connections,
                 "flowmill": ours.as_json(), "reference": ref.as_json(),
-                "ratioRps": round(ours.rps / ref.rps, 3), "p50Ratio": round(ours.p50_ms / ref.p50_ms, 2),
-            }
-            if ours.non_2xx or ours.socket_errors or ref.non_2xx or ref.socket_errors:
-                entry["errors"] = "some responses were not 2xx or sockets failed: the figures are suspect"
-            report["scenarios"].append(entry)  # type: ignore[attr-defined]
-    finally:
-        flowmill.stop()
-        reference.stop()
+                "ratioRps": round(ours.rps / ref.rps, 3) if ref.rps else None,
+                "p50Ratio": round(ours.p50_ms / ref.p50_ms, 2) if ref.p50_ms else None,
+                "errors": _errors({"flowmill": ours, "reference": ref}),
+            })
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each run (default 2)")
+    parser.add_argument("--only", help=f"comma-separated scenario names ({', '.join(s.name for s in SCENARIOS)})")
+    parser.add_argument("--json-out", help="also write the JSON to this file")
+    args = parser.parse_args(argv)
+    wrk.wrk_path()
+    chosen = _choose(args.only)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        report = run(chosen, args)
+    except KeyboardInterrupt:
+        say("interrupted; the servers are stopped")
+        return 130
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out:
         with open(args.json_out, "w") as out:
             out.write(text + "\n")
+    failed = [s["name"] for s in report["scenarios"] if s["errors"]]
+    if failed:
+        say(f"WARNING: errors in {', '.join(failed)}: their figures measure failures (see \"errors\")")
+        return 1
     return 0

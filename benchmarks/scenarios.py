@@ -1,4 +1,8 @@
-"""The scenarios: what Flowmill is asked to do, and the reference request it is compared with."""
+"""The scenarios: what Flowmill is asked to do, and which reference request it is compared with.
+
+To add one, append a `Scenario` to `SCENARIOS`. Requests to Flowmill carry an admin's token
+and `Content-Type: application/json`; `{n}` in a path becomes a key unique to each request.
+"""
 
 from __future__ import annotations
 
@@ -8,56 +12,52 @@ from collections.abc import Callable
 from benchmarks.load import Load
 from benchmarks.servers import Flowmill
 
-JSON = ("Content-Type", "application/json")
+_JSON = (("Content-Type", "application/json"),)
+
+# The reference's endpoints, by the name a scenario gives.
+REFERENCES = {
+    "GET": Load("GET", "/ref/hot"),
+    "PUT": Load("PUT", "/ref/k{n}", '{"n": 1, "s": "hello"}', _JSON),
+    "POST": Load("POST", "/ref/run", '{"x": 1}', _JSON),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
+    """One load on Flowmill, measured side by side with a reference endpoint at the same
+    number of connections."""
+
     name: str
+    method: str
+    path: str
+    body: str | None
     connections: int
-    load: Callable[[Flowmill], Load]  # the Flowmill request, given the server (for its token)
-    reference: Load
-    prepare: Callable[[Flowmill], None] = lambda server: None
+    reference: str  # a key of REFERENCES
+    prepare: Callable[[Flowmill], object] = lambda server: None  # once, before the warm-up
+
+    def load(self, server: Flowmill) -> Load:
+        """The request sent to `server`, with its token."""
+        return Load(self.method, self.path, self.body, server.auth_headers())
 
 
-def _auth(server: Flowmill) -> tuple[tuple[str, str], ...]:
-    return (("Authorization", f"Bearer {server.token}"), JSON)
-
-
-REF_PUT = Load("PUT", "/ref/k{n}", '{"n": 1, "s": "hello"}', (JSON,))
-REF_GET = Load("GET", "/ref/hot")
-REF_POST = Load("POST", "/ref/run", '{"x": 1}', (JSON,))
 TRIVIAL = "def main(**args):\n    return args\n"
 
 
 def _save_trivial(server: Flowmill) -> None:
     server.call("POST", "/api/v1/scripts", json={"path": "f/bench/echo", "content": TRIVIAL})
 
+
+def _put_hot(server: Flowmill) -> None:
+    server.call("PUT", "/api/v1/kv/bench/hot", json={"n": 1})
+
+
 SCENARIOS = [
-    Scenario(
-        "kv_put", 32,
-        lambda s: Load("PUT", "/api/v1/kv/bench/k{n}", '{"n": 1, "s": "hello"}', _auth(s)),
-        REF_PUT,
-    ),
-    Scenario(
-        "kv_get", 32,
-        lambda s: Load("GET", "/api/v1/kv/bench/hot", None, _auth(s)),
-        REF_GET,
-        prepare=lambda s: s.call("PUT", "/api/v1/kv/bench/hot", json={"n": 1}) and None,
-    ),
-    Scenario(
-        "script_sync_16", 16,
-        lambda s: Load("POST", "/api/v1/jobs/run_wait_result/p/f/bench/echo", '{"x": 1}', _auth(s)),
-        REF_POST, prepare=_save_trivial,
-    ),
-    Scenario(
-        "script_sync_1", 1,
-        lambda s: Load("POST", "/api/v1/jobs/run_wait_result/p/f/bench/echo", '{"x": 1}', _auth(s)),
-        REF_POST, prepare=_save_trivial,
-    ),
-    Scenario(
-        "script_async_32", 32,
-        lambda s: Load("POST", "/api/v1/jobs/run/p/f/bench/echo", '{"x": 1}', _auth(s)),
-        REF_POST, prepare=_save_trivial,
-    ),
+    Scenario("kv_put", "PUT", "/api/v1/kv/bench/k{n}", '{"n": 1, "s": "hello"}', 32, "PUT"),
+    Scenario("kv_get", "GET", "/api/v1/kv/bench/hot", None, 32, "GET", prepare=_put_hot),
+    Scenario("script_sync_16", "POST", "/api/v1/jobs/run_wait_result/p/f/bench/echo", '{"x": 1}', 16, "POST",
+             prepare=_save_trivial),
+    Scenario("script_sync_1", "POST", "/api/v1/jobs/run_wait_result/p/f/bench/echo", '{"x": 1}', 1, "POST",
+             prepare=_save_trivial),
+    Scenario("script_async_32", "POST", "/api/v1/jobs/run/p/f/bench/echo", '{"x": 1}', 32, "POST",
+             prepare=_save_trivial),
 ]
