@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import FlowmillServer
+from tests.support import PG_URL, FlowmillServer
 
 
 def backends() -> list[str]:
@@ -21,22 +22,36 @@ def backends() -> list[str]:
 
 
 def _postgres_answers() -> bool:
-    return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], check=False).returncode == 0
+    """True when the test database takes a connection and a query."""
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_URL, timeout=3)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
 def postgres() -> None:
-    """PostgreSQL on 127.0.0.1:5432, started if it is down; a failure, never a skip."""
+    """PostgreSQL on 127.0.0.1:5432, started once if it is down; a failure, never a skip."""
     if _postgres_answers():
         return
-    versions = os.listdir("/etc/postgresql") if os.path.isdir("/etc/postgresql") else []
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if versions:
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "start"], check=False)
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False)
         for _ in range(30):
             if _postgres_answers():
                 return
             time.sleep(1)
-    pytest.fail("PostgreSQL does not answer on 127.0.0.1:5432 and could not be started")
+    pytest.fail(f"PostgreSQL does not answer at {PG_URL} and could not be started (versions found: {versions})")
 
 
 @pytest.fixture(scope="session", params=backends())

@@ -42,6 +42,7 @@ def _answer(request: Request, status: int, code: str, message: str, details: Any
     """The envelope, with the request id, counted in the metrics."""
     state = request.scope.setdefault("state", {})
     request_id = state.setdefault("request_id", secrets.token_hex(8))
+    state["answered"] = True  # counted and tagged here: the middleware must not do it again
     started = state.get("started")
     request.app.state.metrics.observe(
         request.method, request.scope.get("path_template") or "<unmatched>", status,

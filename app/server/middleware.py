@@ -50,7 +50,7 @@ def request_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
 
             async def send_with_id(message: Message) -> None:
                 nonlocal status
-                if message["type"] == "http.response.start":
+                if message["type"] == "http.response.start" and not state.get("answered"):
                     status = message["status"]
                     message["headers"] = [*message.get("headers", ()), header]
                 await send(message)

@@ -43,6 +43,12 @@ def check_port_free(host: str, port: int) -> None:
 
 async def serve_async(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Prepare everything, serve until SIGINT/SIGTERM, then shut down cleanly."""
+    if settings.home.exists() and not settings.home.is_dir():
+        raise StartupError(f"the data dir {settings.home} is not a directory (set FLOWMILL_HOME)")
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StartupError(f"cannot use the data dir {settings.home}: {error.strerror}") from None
     check_port_free(settings.host, settings.port)
     db = await prepare(settings)
     services = None

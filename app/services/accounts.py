@@ -110,14 +110,20 @@ class Accounts:
         if actor.username is None:
             # Only while the instance has no user at all; atomic, so two racing first
             # registrations cannot both become superadmin.
-            results = await self.db.write(
-                Statement(
-                    "INSERT INTO app_user (username, password_hash, is_superadmin, created_at) "
-                    "SELECT $1, $2, 1, $3 WHERE NOT EXISTS (SELECT 1 FROM app_user)",
-                    (username, hashed, now),
-                ),
-            )
-            if results[0].rowcount == 0:
+            # The claim row makes it atomic on PostgreSQL too, where NOT EXISTS alone is not
+            # under read-committed: a second racer fails on the claim's primary key.
+            try:
+                results = await self.db.write(
+                    Statement("INSERT INTO instance_setting (key, value) VALUES ('first_admin', $1)", (username,)),
+                    Statement(
+                        "INSERT INTO app_user (username, password_hash, is_superadmin, created_at) "
+                        "SELECT $1, $2, 1, $3 WHERE NOT EXISTS (SELECT 1 FROM app_user)",
+                        (username, hashed, now),
+                    ),
+                )
+            except UniqueViolation:
+                results = []
+            if not results or results[1].rowcount == 0:
                 raise Unauthorized("registration needs an admin's token once a user exists")
             await self.db.write(
                 Statement(
@@ -218,6 +224,8 @@ class Accounts:
         assert actor.username is not None
         if expires_at_ms is not None and expires_at_ms <= now_ms():
             raise BadRequest("expiresAt must be in the future")
+        if len(label) > 200:
+            raise BadRequest("a token's label is at most 200 characters")
         new = new_api_token()
         created = now_ms()
         await self.db.write(
@@ -273,6 +281,8 @@ class Accounts:
             raise Forbidden("creating workspaces takes the instance admin")
         if not WORKSPACE_ID.match(workspace_id):
             raise BadRequest("workspace id must be 1-63 characters of a-z, 0-9, '_', '-'")
+        if not 0 < len(name) <= 200:
+            raise BadRequest("a workspace's name is 1-200 characters")
         created = now_ms()
         try:
             await self.db.write(
@@ -289,7 +299,14 @@ class Accounts:
         return {"id": workspace_id, "name": name, "created_at": created, "role": "admin"}
 
     async def _check_member_change(self, actor: Actor, workspace_id: str, username: str) -> None:
-        if not (actor.superadmin or (actor.workspace == workspace_id and at_least(actor.role, "admin"))):
+        if actor.username is None:
+            raise Unauthorized("this needs a token: Authorization: Bearer <token>")
+        # The route names the workspace in its path, not as the request's workspace: look the
+        # caller's role up in that workspace.
+        role = await self.db.fetchval(
+            "SELECT role FROM member WHERE workspace_id = $1 AND username = $2", workspace_id, actor.username
+        )
+        if not (actor.superadmin or at_least(role, "admin")):
             raise Forbidden(f"managing members of {workspace_id} takes an admin of it")
         if not await self.workspace_exists(workspace_id):
             raise NotFound(f"no workspace {workspace_id}")

@@ -22,7 +22,8 @@ def entry(actor: Actor, target: str, outcome: str = "success", status: int = 200
     """The statement that records `actor` doing its action on `target`."""
     return Statement(
         INSERT,
-        (now_ms(), actor.workspace, actor.username, action or actor.action, target[:600], outcome, status, actor.request_id),
+        (now_ms(), actor.workspace[:64], actor.username, (action or actor.action)[:100], target[:600], outcome, status,
+         actor.request_id[:64]),
     )
 
 

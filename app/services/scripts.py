@@ -54,7 +54,7 @@ class ScriptSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=True,
 
 
 def check_path(path: str) -> str:
-    if not PATH.match(path) or ".." in path:
+    if len(path) > 255 or not PATH.match(path) or ".." in path:
         raise BadRequest("a script path is u/<user>/<name> or f/<folder>/<name> (letters, digits, _ - .)")
     return path
 

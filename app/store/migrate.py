@@ -46,10 +46,9 @@ def _use_engine(settings: Settings) -> None:
     from piccolo.apps.migrations.tables import Migration
 
     Migration._meta.db = piccolo_conf.DB
-    if not settings.is_sqlite:
-        # Piccolo asks whether its table exists in *any* schema unless it is told which:
-        # another schema's `migration` table would make it skip creating ours.
-        Migration._meta.schema = split_schema(settings.database_url)[1] or "public"
+    # Piccolo asks whether its table exists in *any* PostgreSQL schema unless it is told
+    # which: another schema's `migration` table would make it skip creating ours.
+    Migration._meta.schema = None if settings.is_sqlite else split_schema(settings.database_url)[1] or "public"
 
 
 _MIGRATION_ID = re.compile(r'^ID = "([^"]+)"', re.M)

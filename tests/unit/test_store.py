@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from app.config import load_settings
 from app.store.base import Statement, UniqueViolation
 from app.store.migrate import prepare
-from tests.support import database_url, drop_schema
+from tests.support import PG_URL, database_url, drop_schema
 
 INSERT = (
     "INSERT INTO kv_entry (workspace_id, namespace, key, value, updated_by, created_at, updated_at) "
@@ -61,6 +63,87 @@ def test_one_failing_write_spoils_no_other(backend: str) -> None:
     run_on(backend, scenario)
 
 
+def test_a_write_is_committed_when_it_returns(backend: str) -> None:
+    """What `write` answered is visible at once to the store's readers and to any other
+    connection: it was committed, not merely queued."""
+
+    async def scenario(db) -> None:  # type: ignore[no-untyped-def]
+        for i in range(20):
+            await db.execute(INSERT, f"seen{i}", f"v{i}")
+            assert await db.fetchval("SELECT value FROM kv_entry WHERE key = $1", f"seen{i}") == f"v{i}"
+            if backend == "sqlite":
+                other = sqlite3.connect(db.path)
+                try:
+                    assert other.execute("SELECT value FROM kv_entry WHERE key = ?", (f"seen{i}",)).fetchone() == (f"v{i}",)
+                finally:
+                    other.close()
+            else:
+                other = await asyncpg.connect(PG_URL, server_settings=db.server_settings)
+                try:
+                    assert await other.fetchval("SELECT value FROM kv_entry WHERE key = $1", f"seen{i}") == f"v{i}"
+                finally:
+                    await other.close()
+        rows = await db.fetch("SELECT key, value FROM kv_entry ORDER BY key")
+        assert len(rows) == 20 and rows[0]["key"] == "seen0" and rows[0][1] == "v0"
+        assert await db.fetchrow("SELECT key FROM kv_entry WHERE key = 'absent'") is None
+        assert await db.fetchval("SELECT key FROM kv_entry WHERE key = 'absent'") is None
+
+    run_on(backend, scenario)
+
+
+def test_concurrent_writes_share_the_connections(backend: str) -> None:
+    """SQLite: one writer with group commit, so many waiting writes share one transaction (and
+    one fsync). PostgreSQL: a bounded pool, whatever the number of writers."""
+
+    async def scenario(db) -> None:  # type: ignore[no-untyped-def]
+        before = db.pool_state()
+        await asyncio.gather(*(db.execute(INSERT, f"g{i}", "1") for i in range(300)))
+        after = db.pool_state()
+        assert await db.fetchval("SELECT count(*) FROM kv_entry") == 300
+        if backend == "sqlite":
+            assert after["writes_total"] - before["writes_total"] == 300
+            assert after["write_batches_total"] - before["write_batches_total"] < 100
+        else:
+            assert 1 <= after["connections"] <= 10
+
+    run_on(backend, scenario)
+
+
+def test_connections_are_set_up_for_durability(backend: str) -> None:
+    async def scenario(db) -> None:  # type: ignore[no-untyped-def]
+        if backend == "sqlite":
+            assert await db.fetchval("PRAGMA journal_mode") == "wal"
+            assert await db.fetchval("PRAGMA foreign_keys") == 1
+            assert await db.fetchval("PRAGMA busy_timeout") > 0
+        else:
+            assert await db.fetchval("SHOW synchronous_commit") == "on"
+            assert await db.fetchval("SELECT current_schema()") == db.schema
+
+    run_on(backend, scenario)
+
+
+def test_a_sqlite_database_prepares_after_another_in_the_same_process(backend: str) -> None:
+    """`prepare` is called once per database, whichever came before it in the process (the
+    test suite, the benchmarks and the CLI's helpers open several)."""
+    with tempfile.TemporaryDirectory() as first_home, tempfile.TemporaryDirectory() as second_home:
+        first_url, schema = database_url(backend, Path(first_home))
+        second_url, _ = database_url("sqlite", Path(second_home))
+
+        async def both() -> None:
+            for home, url in ((first_home, first_url), (second_home, second_url)):
+                db = await prepare(load_settings({"FLOWMILL_HOME": home, "FLOWMILL_DATABASE_URL": url}))
+                try:
+                    assert await db.fetchval("SELECT count(*) FROM migration WHERE app_name = 'flowmill'") >= 4
+                finally:
+                    await db.close()
+
+        try:
+            asyncio.run(both())
+        finally:
+            if schema:
+                drop_schema(schema)
+
+
 def test_returning_and_rowcounts(backend: str) -> None:
     async def scenario(db) -> None:  # type: ignore[no-untyped-def]
         result = await db.execute(INSERT + " RETURNING key", "r", "1")
@@ -77,9 +160,12 @@ def test_migrations_are_idempotent(backend: str) -> None:
         settings = load_settings({"FLOWMILL_HOME": home, "FLOWMILL_DATABASE_URL": url})
 
         async def twice() -> None:
+            counts = []
             for _ in range(2):
                 db = await prepare(settings)
+                counts.append(await db.fetchval("SELECT count(*) FROM migration WHERE app_name = 'flowmill'"))
                 await db.close()
+            assert counts[0] == counts[1] >= 4  # the second start applies nothing again
 
         try:
             asyncio.run(twice())

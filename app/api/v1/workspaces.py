@@ -60,14 +60,14 @@ async def create_workspace(request: Request, data: WorkspaceIn) -> WorkspaceOut:
     return WorkspaceOut(**await services.accounts.create_workspace(actor, data.id, data.name))
 
 
-@put("/workspaces/{workspace_id:str}/members/{username:str}", opt={"role": "viewer", "audit": "member.set"})
+@put("/workspaces/{workspace_id:str}/members/{username:str}", opt={"role": "optional", "audit": "member.set"})
 async def set_member(request: Request, workspace_id: str, username: str, data: MemberIn) -> MemberOut:
     """Give a user a role in a workspace (admins of that workspace)."""
     services, actor = context(request)
     return MemberOut(**await services.accounts.set_member(actor, workspace_id, username, data.role))
 
 
-@delete("/workspaces/{workspace_id:str}/members/{username:str}", opt={"role": "viewer", "audit": "member.remove"})
+@delete("/workspaces/{workspace_id:str}/members/{username:str}", opt={"role": "optional", "audit": "member.remove"})
 async def remove_member(request: Request, workspace_id: str, username: str) -> None:
     """Take a user out of a workspace (admins of that workspace)."""
     services, actor = context(request)
