@@ -40,6 +40,9 @@ def load_signing_key(home: Path) -> bytes:
 class JwtCodec:
     def __init__(self, key: bytes, ttl_s: int) -> None:
         self._key = key
+        # Signed URLs get a key of their own, derived from the JWT key, so that no signature
+        # made for one purpose can ever pass as one made for the other.
+        self._url_key = hmac.new(key, b"flowmill signed urls", hashlib.sha256).digest()
         self.ttl_s = ttl_s
 
     def issue(self, username: str, ttl_s: int | None = None, **extra: str) -> tuple[str, int]:
@@ -50,8 +53,12 @@ class JwtCodec:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), exp
 
     def sign(self, message: str) -> str:
-        """An HMAC-SHA256 of `message` under the signing key, for signed URLs."""
-        return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
+        """An HMAC-SHA256 of `message` (hex), for signed URLs."""
+        return hmac.new(self._url_key, message.encode(), hashlib.sha256).hexdigest()
+
+    def signed(self, message: str, signature: str) -> bool:
+        """True when `signature` is `sign(message)` (compared in constant time)."""
+        return hmac.compare_digest(self.sign(message).encode(), signature.encode())
 
     def verify(self, token: str) -> dict[str, object] | None:
         """The claims, or None for a forged, tampered, expired or `alg: none` token."""

@@ -9,7 +9,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 import app as flowmill
-from app.api.windmill import windmill_routes
+from app.api.windmill import windmill_routers
 from app.api.v1 import audit, auth, credentials, health, jobs, kv, scripts, variables, workspaces
 from app.server.errors import EXCEPTION_HANDLERS
 from app.server.metrics import Metrics
@@ -43,7 +43,7 @@ def create_app(services: Services) -> Litestar:
             *health.HANDLERS,
             Router("/api/v1", route_handlers=[*workspaces.HANDLERS, *WORKSPACE_HANDLERS]),
             Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
-            *windmill_routes(),
+            *windmill_routers(),
         ],
         middleware=[request_middleware(metrics)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

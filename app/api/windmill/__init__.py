@@ -1,0 +1,16 @@
+"""The part of Windmill's API that the official `wmill` Python client calls, with Windmill's
+paths, field names and answers, so that `wmill` works unchanged against Flowmill: inside a
+script (with the WM_* environment of its run) and from any machine with WM_BASE_URL,
+WM_TOKEN and WM_WORKSPACE set.
+
+Modules: `jobs` (runs, results, cancel, progress), `items` (variables, resources and so
+state, flow user state), `approvals` (resume URLs), `users` (whoami, tokens, version);
+`routes` mounts them. Handlers are thin: the work is the native services'.
+
+Not there (answered plainly, never faked): flows (`jobs/run/f/...` is a 404), suspending a
+run for an approval (the resume URLs answer 409), a retry policy per run (400).
+"""
+
+from app.api.windmill.routes import windmill_routers
+
+__all__ = ["windmill_routers"]
