@@ -110,6 +110,7 @@ class Executor:
         self._seq = itertools.count()
         self._limits = _Concurrency()
         self._cancels: dict[str, threading.Event] = {}
+        self._reasons: dict[str, str] = {}  # why a run was cancelled, by run id
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._workers: list[threading.Thread] = []
         self._stopping = False
@@ -164,12 +165,14 @@ class Executor:
             if not waiters:
                 del self._waiters[job_id]
 
-    def cancel(self, job_id: str) -> bool:
-        """Ask a run of this process to stop; True if it is known here."""
+    def cancel(self, job_id: str, reason: str = "") -> bool:
+        """Ask a run of this process to stop (queued or running); True if it is known here."""
         with self._lock:
             event = self._cancels.get(job_id)
             if event is None:
                 return False
+            if reason:
+                self._reasons[job_id] = reason
             event.set()
             self._lock.notify_all()
             return True
@@ -256,6 +259,8 @@ class Executor:
             self._write(*statements)
             self.submit(dataclasses.replace(job, attempt=job.attempt + 1, not_before=time.time() + delay, claimed=False))
             return
+        if outcome.status == "CANCELLED" and job.id in self._reasons:
+            outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": self._reasons[job.id]})
         statements.append(Statement(
             "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5",
             (outcome.status, outcome.result, _json(outcome.error), now_ms(), job.id),
@@ -266,6 +271,7 @@ class Executor:
     def _settle(self, job_id: str, status: str | None) -> None:
         with self._lock:
             self._cancels.pop(job_id, None)
+            self._reasons.pop(job_id, None)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._wake, job_id, status)
 

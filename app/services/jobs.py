@@ -264,17 +264,20 @@ class Jobs:
 
     async def cancel(self, actor: Actor, job_id: str, reason: str = "") -> dict[str, Any]:
         """Cancel a queued run at once, or kill a running one; a finished one is left as it is."""
-        job = await self.get(actor.workspace, job_id)
-        error = msgspec.json.encode({"name": "Cancelled", "message": reason or f"cancelled by {actor.username}"}).decode()
+        await self.get(actor.workspace, job_id)
+        reason = reason or f"cancelled by {actor.username}"
+        error = msgspec.json.encode({"name": "Cancelled", "message": reason}).decode()
         results = await self.db.write(Statement(
             "UPDATE job SET status = 'CANCELLED', finished_at = $1, error = $2 WHERE id = $3 AND status = 'QUEUED'",
             (now_ms(), error, job_id),
         ))
         if results[0].rowcount:
+            self.executor.cancel(job_id, reason)  # so that a thread about to claim it lets it go
             self.executor.hub.publish(job_id, False)
-        elif job["status"] == "RUNNING":
-            await self.db.execute("UPDATE job SET cancel_requested = 1 WHERE id = $1", job_id)
-            self.executor.cancel(job_id)
+        else:
+            # Running, or claimed between our read and the update above: ask whoever runs it to stop.
+            await self.db.execute("UPDATE job SET cancel_requested = 1 WHERE id = $1 AND status = 'RUNNING'", job_id)
+            self.executor.cancel(job_id, reason)
         return await self.get(actor.workspace, job_id)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -372,7 +375,7 @@ class Jobs:
         if outcome.status == "timeout":
             error = {"name": "Timeout", "message": f"the run took longer than its timeout of {job.timeout_s:g} s"}
         elif outcome.status == "cancelled":
-            error = {"name": "Cancelled", "message": "cancelled while running"}
+            error = {"name": "Cancelled", "message": "cancelled while running"}  # the executor puts the reason
         elif outcome.status == "crashed":
             error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
         return Outcome(status, error=error)

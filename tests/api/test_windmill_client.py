@@ -351,8 +351,6 @@ def test_cancelling_a_run_the_moment_it_starts_stops_it(server: FlowmillServer, 
         assert wmill.get_job(job_id)["canceled"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="Jobs.cancel keeps the reason of a queued run only; a running one ends "
-                   "with 'cancelled while running' (app/services/jobs.py, run_script)")
 def test_the_reason_of_cancelling_a_running_job_is_kept(server: FlowmillServer, outside: str) -> None:
     job_id = wmill.run_script_by_path_async("u/admin/sleepy", args={"s": 30})
     wait_for(lambda: wmill.get_job_status(job_id) == "RUNNING", 10, "the run starting")
