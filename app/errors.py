@@ -11,11 +11,14 @@ class FlowmillError(Exception):
 
     status = 500
     code = "internal_error"
+    headers: dict[str, str] | None = None  # sent with the answer (Allow, WWW-Authenticate, ...)
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        if headers is not None:
+            self.headers = headers
 
 
 class ConfigError(FlowmillError):
@@ -48,6 +51,11 @@ class Forbidden(FlowmillError):
 class NotFound(FlowmillError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(FlowmillError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class Conflict(FlowmillError):

@@ -10,7 +10,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 import app as flowmill
 from app.api.windmill import windmill_routers
-from app.api.v1 import audit, auth, credentials, health, jobs, kv, scripts, variables, workspaces
+from app.api import inbound
+from app.api.v1 import audit, auth, credentials, health, jobs, kv, routes, scripts, triggers, variables, workspaces
 from app.server.errors import EXCEPTION_HANDLERS
 from app.server.metrics import Metrics
 from app.server.middleware import request_middleware
@@ -19,12 +20,13 @@ from app.services import Services
 # Resources that belong to a workspace: served at /api/v1/... (main) and /api/v1/w/{workspace}/...
 WORKSPACE_HANDLERS = [
     *credentials.HANDLERS, *kv.HANDLERS, *audit.HANDLERS, *scripts.HANDLERS, *jobs.HANDLERS, *variables.HANDLERS,
+    *routes.HANDLERS, *triggers.HANDLERS,
 ]
 
 
 def create_app(services: Services) -> Litestar:
     """The whole HTTP surface over `services`."""
-    metrics = Metrics(services.db)
+    metrics = Metrics(services.db, services.jobs.started)
     openapi = OpenAPIConfig(
         title="Flowmill API",
         version=flowmill.__version__,
@@ -41,7 +43,8 @@ def create_app(services: Services) -> Litestar:
         route_handlers=[
             *auth.HANDLERS,
             *health.HANDLERS,
-            Router("/api/v1", route_handlers=[*workspaces.HANDLERS, *WORKSPACE_HANDLERS]),
+            Router("/api/v1", route_handlers=[*workspaces.HANDLERS, *routes.INSTANCE_HANDLERS, *WORKSPACE_HANDLERS]),
+            *inbound.HANDLERS,
             Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
             *windmill_routers(),
         ],

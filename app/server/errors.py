@@ -90,6 +90,8 @@ def on_flowmill_error(request: Request, error: FlowmillError) -> Response:
     headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
     if error.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
+    if error.headers:
+        headers = {**(headers or {}), **error.headers}
     return _answer(request, error.status, error.code, error.message, error.details, headers)
 
 

@@ -21,8 +21,9 @@ def _labels(**labels: str) -> str:
 
 
 class Metrics:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, runs: collections.Counter[str] | None = None) -> None:
         self.db = db
+        self.runs = runs if runs is not None else collections.Counter()  # runs started, by trigger kind
         self.requests: collections.Counter[tuple[str, str, int]] = collections.Counter()
         # (method, route) -> [count per bucket..., +Inf count, sum of seconds]
         self.latency: dict[tuple[str, str], list[float]] = {}
@@ -67,6 +68,10 @@ class Metrics:
             for (counter, labels), n in sorted(self.counters.items()):
                 if counter == name:
                     lines.append(f"{name}{_labels(**dict(labels))} {n}")
+        lines += ["# HELP flowmill_runs_started_total Runs started, by what triggered them",
+                  "# TYPE flowmill_runs_started_total counter"]
+        for trigger, n in sorted(self.runs.items()):
+            lines.append(f"flowmill_runs_started_total{_labels(trigger=trigger)} {n}")
         lines += ["# HELP flowmill_db_pool Database connections and queues", "# TYPE flowmill_db_pool gauge"]
         for measure, value in self.db.pool_state().items():
             lines.append(f"flowmill_db_pool{_labels(backend=self.db.dialect, measure=measure)} {value:g}")

@@ -16,7 +16,10 @@ from app.services.credentials import Credentials
 from app.services.jobs import Jobs
 from app.services.kv import KeyValueStore
 from app.services.resources import Resources
+from app.services.routes import Routes
 from app.services.scripts import Scripts
+from app.services.static import StaticFiles
+from app.services.triggers import Triggers
 from app.services.variables import Variables
 from app.store.base import Database
 
@@ -37,14 +40,19 @@ class Services:
     resources: Resources
     jobs: Jobs
     forkserver: ForkServer
+    routes: Routes
+    static: StaticFiles
+    triggers: Triggers
 
     async def start(self) -> None:
-        """Start the fork server, recover interrupted runs and start the executor."""
+        """Start the fork server, recover interrupted runs, start the executor and the schedules."""
         self.forkserver.start()
         await self.jobs.start()
+        self.triggers.start()
 
     async def stop(self) -> None:
-        """Stop running work (recorded as cancelled) and the fork server."""
+        """Stop the schedules, running work (recorded as cancelled) and the fork server."""
+        await self.triggers.stop()
         await self.jobs.stop()
         await asyncio.to_thread(self.forkserver.stop)
 
@@ -72,6 +80,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
     variables = Variables(db, vault)
     resources = Resources(db, variables)
     forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers))
+    jobs = Jobs(settings, db, scripts, resources, jwt, forkserver)
     return Services(
         settings=settings,
         db=db,
@@ -83,6 +92,9 @@ async def build_services(settings: Settings, db: Database) -> Services:
         scripts=scripts,
         variables=variables,
         resources=resources,
-        jobs=Jobs(settings, db, scripts, resources, jwt, forkserver),
+        jobs=jobs,
         forkserver=forkserver,
+        routes=Routes(db, vault),
+        static=StaticFiles(db),
+        triggers=Triggers(db, vault, jobs),
     )

@@ -12,6 +12,7 @@ token scoped to the run) and hands it to the fork server.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import os
@@ -97,6 +98,7 @@ class Jobs:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
+        self.started: collections.Counter[str] = collections.Counter()  # runs started, by trigger kind
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -199,42 +201,52 @@ class Jobs:
 
     def _insert(
         self, actor: Actor, version: dict[str, Any], args_text: str, trigger: Trigger, status: str,
-        job_id: str, parent: str | None, root: str | None, scheduled_for: int,
+        job_id: str, parent: str | None, root: str | None, scheduled_for: int, event: Any = None,
     ) -> Statement:
+        """The INSERT of a run; a run whose id exists already (a schedule's tick fired by
+        another process) is left as it is."""
         now = now_ms()
+        self.started[trigger.kind] += 1
         return Statement(
-            f"INSERT INTO job ({_JOB_COLUMNS}, worker) VALUES "
-            "($1, $2, 'script', $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, $16, 1, NULL, $17)",
+            f"INSERT INTO job ({_JOB_COLUMNS}, worker, event) VALUES "
+            "($1, $2, 'script', $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, $16, 1, NULL, $17, "
+            "$18) ON CONFLICT (id) DO NOTHING",
             (job_id, actor.workspace, version["path"], version["hash"], args_text, status, trigger.kind, trigger.detail,
              actor.request_id, parent, root or parent, actor.username or "", now, scheduled_for,
              now if status == "RUNNING" else None, version["settings"].priority,
-             self.executor.worker_id if status == "RUNNING" else ""),
+             self.executor.worker_id if status == "RUNNING" else "",
+             None if event is None or not version["has_preprocessor"] else msgspec.json.encode(event).decode()),
         )
 
     async def enqueue(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
-        parent: str | None = None, root: str | None = None, scheduled_for: int | None = None,
+        parent: str | None = None, root: str | None = None, scheduled_for: int | None = None, event: Any = None,
     ) -> str:
-        """Queue a run; its id once it is committed."""
+        """Queue a run; its id once it is committed. `event` goes to the script's
+        preprocessor, when it has one (which then gives main its arguments)."""
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
         job_id = str(uuid.uuid4())
         at = scheduled_for or now_ms()
-        await self.db.write(self._insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at))
-        job = queued_job(job_id, actor.workspace, version["path"], version["settings"])
-        job.not_before = at / 1000
-        self.executor.submit(job)
+        await self.db.write(self._insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event))
+        self.submit(job_id, actor.workspace, version, at)
         return job_id
+
+    def submit(self, job_id: str, workspace: str, version: dict[str, Any], at_ms: int) -> None:
+        """Hand a committed QUEUED run to the executor."""
+        job = queued_job(job_id, workspace, version["path"], version["settings"])
+        job.not_before = at_ms / 1000
+        self.executor.submit(job)
 
     async def run_and_wait(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
-        parent: str | None = None,
+        parent: str | None = None, event: Any = None,
     ) -> dict[str, Any]:
         """Run now and wait for the final status; the finished job."""
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
         job_id = str(uuid.uuid4())
-        await self.db.write(self._insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms()))
+        await self.db.write(self._insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event))
         done = self.executor.watch(job_id)
         self.executor.submit(queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True))
         try:
@@ -279,6 +291,21 @@ class Jobs:
             await self.db.execute("UPDATE job SET cancel_requested = 1 WHERE id = $1 AND status = 'RUNNING'", job_id)
             self.executor.cancel(job_id, reason)
         return await self.get(actor.workspace, job_id)
+
+    async def evaluate(self, actor: Actor, path: str, args: dict[str, Any], timeout_s: float) -> Any:
+        """Run the latest version of a script outside the queue and without a record (a
+        route's custom auth check); its result. It must need no packages beyond the runtime's."""
+        version = await self.scripts.latest(actor.workspace, path)
+        child = ChildJob(
+            source=version["content"], path=version["path"], args=args, timeout_s=timeout_s,
+            env={"WM_WORKSPACE": actor.workspace, "WM_USERNAME": actor.username or "", "WM_JOB_PATH": version["path"]},
+            memory_limit_mb=self.settings.job_memory_limit_mb,
+        )
+        outcome = await asyncio.to_thread(self.forkserver.run, child, lambda *line: None, threading.Event())
+        if outcome.status != "success" or outcome.result is None:
+            message = (outcome.error or {}).get("message") or outcome.exit_reason or outcome.status
+            raise BadRequest(f"the script {path} ended {outcome.status}: {message}")
+        return msgspec.json.decode(outcome.result)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -340,7 +367,7 @@ class Jobs:
     def run_script(self, job: QueuedJob, sink: LogSink, cancel: threading.Event) -> Outcome:
         """Carry out one run of a script; called by the executor."""
         row = self._call(self.db.fetchrow(
-            "SELECT j.args, j.created_by, j.root_job, j.parent_job, v.hash, v.content, v.settings, v.lock, v.path "
+            "SELECT j.args, j.event, j.created_by, j.root_job, j.parent_job, v.hash, v.content, v.settings, v.lock, v.path "
             "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
             job.id,
         ))
@@ -366,6 +393,7 @@ class Jobs:
             source=row["content"], path=row["path"], args=args, env=self._env(job, row),
             sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
             memory_limit_mb=self.settings.job_memory_limit_mb,
+            preprocessor_event=_decode(row["event"]),
         )
         outcome = self.forkserver.run(child, sink.line, cancel)
         status = _CHILD_STATUS[outcome.status]

@@ -140,6 +140,7 @@ class Job(Table, tablename="job"):
     worker = Varchar(length=64, default="")
     progress = Integer(null=True, default=None)
     cache_key = Varchar(length=64, null=True, default=None)  # script hash + args, when results are cached
+    event = Text(null=True, default=None)  # the trigger's event, given to the script's preprocessor
 
 
 class JobLog(Table, tablename="job_log"):
@@ -190,7 +191,73 @@ class ResourceType(Table, tablename="resource_type"):
     created_at = BigInt()
 
 
+class Route(Table, tablename="route"):
+    """An HTTP route served at /api/r/...; unique on (route_key, method).
+
+    `route_key` is the path with its parameter names blanked (`users/:` for `users/:id`),
+    prefixed with the workspace when routes are served under a workspace prefix: the index
+    then enforces the uniqueness rule of the mode in force.
+    """
+
+    id = Varchar(length=36, primary_key=True)
+    workspace_id = Varchar(length=64)
+    path = Varchar(length=600)
+    route_key = Varchar(length=700)
+    method = Varchar(length=8)
+    runnable_kind = Varchar(length=16, null=True, default=None)
+    runnable_path = Varchar(length=255, null=True, default=None)
+    request_type = Varchar(length=16)
+    auth = Text()  # JSON of the auth settings without their secrets
+    auth_secret = Bytea(null=True, default=None)  # the secrets, encrypted by the vault
+    summary = Text(default="")
+    description = Text(default="")
+    raw_body = Integer(default=0)
+    wrap_body = Integer(default=0)
+    static_folder = Varchar(length=255, null=True, default=None)
+    static_website = Integer(default=0)
+    created_by = Varchar(length=64)
+    created_at = BigInt()
+    updated_by = Varchar(length=64)
+    updated_at = BigInt()
+
+
+class StaticFile(Table, tablename="static_file"):
+    """One file of an uploaded folder served by a static route; unique on (workspace_id, folder, path)."""
+
+    id = Serial(primary_key=True)
+    workspace_id = Varchar(length=64)
+    folder = Varchar(length=255)
+    path = Varchar(length=1024)
+    content = Bytea()
+    etag = Varchar(length=64)
+    updated_at = BigInt()
+
+
+class Trigger(Table, tablename="run_trigger"):
+    """A webhook (`key`, unique) or a schedule (`cron`, fired at `next_fire_at`)."""
+
+    id = Varchar(length=36, primary_key=True)
+    workspace_id = Varchar(length=64)
+    kind = Varchar(length=16)
+    key = Varchar(length=200, null=True, default=None)
+    runnable_kind = Varchar(length=16)
+    runnable_path = Varchar(length=255)
+    secret = Bytea(null=True, default=None)  # a webhook's secret, encrypted by the vault
+    cron = Varchar(length=200, null=True, default=None)
+    timezone = Varchar(length=64, null=True, default=None)
+    args = Text(default="{}")
+    enabled = Integer(default=1)
+    catch_up = Varchar(length=8, default="all")  # after downtime: all (of the last hour, <= 100), last or none
+    summary = Text(default="")
+    description = Text(default="")
+    next_fire_at = BigInt(null=True, default=None)
+    last_fire_at = BigInt(null=True, default=None)
+    created_by = Varchar(length=64)
+    created_at = BigInt()
+    updated_at = BigInt()
+
+
 TABLES = [
     Workspace, AppUser, Member, ApiToken, Credential, KvEntry, AuditEntry, InstanceSetting,
-    ScriptVersion, Script, Job, JobLog, Variable, Resource, ResourceType,
+    ScriptVersion, Script, Job, JobLog, Variable, Resource, ResourceType, Route, StaticFile, Trigger,
 ]

@@ -76,7 +76,7 @@ def job_out(job: dict[str, Any]) -> JobOut:
     return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"])})
 
 
-def result_response(job: dict[str, Any]) -> Response[Any]:
+def result_response(job: dict[str, Any], status: int | None = None) -> Response[Any]:
     """The result of a finished run, or its error in the envelope."""
     if job["status"] != "SUCCESS":
         error = job["error"] or {}
@@ -84,7 +84,7 @@ def result_response(job: dict[str, Any]) -> Response[Any]:
             f"the run ended {job['status']}: {error.get('message', '')}",
             {"jobId": job["id"], "status": job["status"], "error": error},
         )
-    return Response(msgspec.Raw(msgspec.json.encode(job["result"])), headers={"x-job-id": job["id"]})
+    return Response(msgspec.Raw(msgspec.json.encode(job["result"])), headers={"x-job-id": job["id"]}, status_code=status)
 
 
 def _trigger(request: Request) -> Trigger:

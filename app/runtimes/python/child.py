@@ -177,6 +177,19 @@ def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
     return result
 
 
+def _accepted(function: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments `function` takes: like Windmill, a payload's other keys (a webhook's,
+    say) are left out rather than failing the run, unless it takes **kwargs."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return args
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return args
+    names = {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return {name: value for name, value in args.items() if name in names}
+
+
 def _coerce(function: Any, args: dict[str, Any]) -> dict[str, Any]:
     """JSON carries bytes as base64 and datetimes as ISO text: give main what it declares."""
     try:
@@ -237,7 +250,7 @@ def _execute(job: ChildJob, filename: str) -> Finished | Failed:
             if not isinstance(kwargs, dict):
                 return _error("PreprocessorError",
                               f"preprocessor(event) must return a dict of main's arguments, not {type(kwargs).__name__}")
-        result = _call(entry, **_coerce(entry, kwargs))
+        result = _call(entry, **_coerce(entry, _accepted(entry, kwargs)))
     except BaseException as error:  # noqa: BLE001 - whatever the script raises, SystemExit included, is its outcome
         if isinstance(error, MemoryError):
             module.__dict__.clear()  # what the script keeps globally: formatting the error needs memory

@@ -1,0 +1,226 @@
+"""Where the outside world starts runs: HTTP routes (`/api/r/...`) and webhooks
+(`POST /api/v1/webhook/{key}`).
+
+A request is matched, authenticated by the route's own scheme over the exact raw body, and
+only then turned into a run: a refused request creates nothing and its answer says nothing
+of the route's settings. sync answers with the result, async with `{"jobId"}` (202) once the
+run is committed, sync_sse with a stream of its output and result.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import urllib.parse
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post, route
+from litestar.response import ServerSentEvent
+
+from app.api.v1.jobs import _stream, result_response
+from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from app.security.signatures import Refused, verify_api_key, verify_basic, verify_hmac
+from app.server.access import bearer_token
+from app.services import Services
+from app.services.actor import Actor
+from app.services.jobs import Trigger
+from app.services.routes import METHODS, Route
+from app.services.static import content_type
+
+CUSTOM_AUTH_TIMEOUT_S = 10.0
+log = logging.getLogger("flowmill.routes")
+_HIDDEN_HEADERS = ("authorization", "cookie")  # never handed to a script
+
+
+class NoRunnable(FlowmillError):
+    """A route (an imported one, say) that has nothing to run yet."""
+
+    status = 501
+    code = "no_runnable"
+
+
+class _EventStream(ServerSentEvent):
+    """Server-sent events from a handler whose media type is JSON (its sync answers): Litestar
+    would give a stream the handler's media type over its own."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["media_type"] = "text/event-stream"
+        return super().to_asgi_response(*args, **kwargs)
+
+
+class Accepted(msgspec.Struct, rename="camel"):
+    job_id: str
+
+
+def _refused(request: Request, trigger: str, message: str = "the request is not authenticated",
+             headers: dict[str, str] | None = None) -> Unauthorized:
+    request.app.state.metrics.count("flowmill_trigger_requests_total", trigger=trigger, outcome="refused")
+    return Unauthorized(message, headers=headers)
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in request.scope["headers"]}
+
+
+def _body(raw: bytes, headers: dict[str, str], raw_body: bool) -> Any:
+    """The body as the script sees it: JSON decoded, a form as a dict, other text as a string."""
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    if not raw or not raw.strip():
+        return {}
+    if kind == "application/x-www-form-urlencoded":
+        return dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    if kind in ("application/json", "") or kind.endswith("+json"):
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError as error:
+            if kind and not raw_body:  # said to be JSON and is not: the sender's mistake
+                raise BadRequest(f"the body is not valid JSON: {error}") from None
+    return raw.decode("utf-8", "replace")
+
+
+def _event(kind: str, route_path: str, path: str, request: Request, body: Any, raw: bytes, params: dict[str, str],
+           headers: dict[str, str]) -> dict[str, Any]:
+    """What a preprocessor receives (DESIGN 4.3)."""
+    return {
+        "kind": kind, "body": body, "raw_string": raw.decode("utf-8", "replace"), "route": route_path, "path": path,
+        "method": request.method, "params": params, "query": dict(request.query_params),
+        "headers": {k: v for k, v in headers.items() if k not in _HIDDEN_HEADERS},
+    }
+
+
+def _args(body: Any, raw: bytes, params: dict[str, str], query: dict[str, str], wrap: bool, raw_body: bool) -> dict[str, Any]:
+    """main's arguments without a preprocessor: the body's keys (or `body` when wrapped or not an
+    object), the raw text as `raw_string` when asked, the query's keys, the path parameters."""
+    args = dict(body) if isinstance(body, dict) and not wrap else {"body": body}
+    if raw_body:
+        args["raw_string"] = raw.decode("utf-8", "replace")
+    for key, value in query.items():
+        args.setdefault(key, value)
+    args.update(params)
+    return args
+
+
+async def _authenticate(request: Request, services: Services, route: Route, raw: bytes, headers: dict[str, str],
+                        event: dict[str, Any]) -> str:
+    """The username runs of this request act as (the route's creator, or the token's user for
+    jwt); raises Unauthorized without a word about the route's settings."""
+    auth = route.auth
+    kind = auth["kind"]
+    try:
+        if kind == "api_key":
+            verify_api_key(auth, headers)
+        elif kind == "basic":
+            verify_basic(auth, headers)
+        elif kind == "hmac":
+            verify_hmac(auth, raw, headers, time.time())
+        elif kind == "jwt":
+            token = bearer_token(request.scope["headers"])
+            if token is None:
+                raise Refused("no bearer token")
+            username, superadmin, role = await services.accounts.authenticate(token, route.workspace)
+            if role is None and not superadmin:
+                raise Forbidden(f"{username} has no access to workspace {route.workspace}")
+            return username
+        elif kind == "custom":
+            actor = Actor(route.created_by, route.workspace, "admin", request_id=request.scope["state"]["request_id"])
+            try:
+                verdict = await services.jobs.evaluate(actor, auth["script"], {"event": event}, CUSTOM_AUTH_TIMEOUT_S)
+            except FlowmillError as error:  # a failing check refuses: it never lets a request through
+                log.warning("the custom auth script of route %s failed: %s", route.path, error.message)
+                raise Refused("the custom script failed") from None
+            allowed = verdict is True or (isinstance(verdict, dict) and verdict.get("allow") is True)
+            if not allowed:
+                raise Refused("the custom script said no")
+    except Refused:
+        challenge = {"WWW-Authenticate": 'Basic realm="flowmill"'} if kind == "basic" else {}
+        raise _refused(request, "route", headers=challenge) from None
+    except FlowmillError as error:
+        if isinstance(error, (Unauthorized, Forbidden)):
+            request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="refused")
+        raise
+    return route.created_by
+
+
+@route("/api/r/{rest:path}", http_method=list(METHODS), opt={"audit": False}, include_in_schema=False)
+async def serve_route(request: Request, rest: str) -> Any:
+    """Serve a request to one of the workspace's HTTP routes."""
+    services: Services = request.app.state.services
+    table = await services.routes.table()
+    path = rest.strip("/")
+    workspace = ""
+    if table.prefixed:
+        workspace, _, path = path.partition("/")
+    by_method, params, tail = table.match(workspace, path)
+    if not by_method:
+        raise NotFound("no route at this path")
+    found = by_method.get(request.method)
+    if found is None:
+        allowed = ", ".join(sorted(by_method))
+        raise MethodNotAllowed(f"this route answers {allowed}", {"allowed": sorted(by_method)}, {"Allow": allowed})
+    raw = await request.body()
+    headers = _headers(request)
+    if found.static is not None:
+        await _authenticate(request, services, found, raw, headers, {})
+        return await _static(request, services, found, tail, rest.endswith("/"))
+    body = {} if found.raw_body and found.runnable is None else _body(raw, headers, found.raw_body)
+    event = _event("http", found.path, path, request, body, raw, params, headers)
+    username = await _authenticate(request, services, found, raw, headers, event)
+    if found.runnable is None:
+        raise NoRunnable(f"the route {found.method} {found.path} has no script attached yet")
+    request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="accepted")
+    args = _args(body, raw, params, dict(request.query_params), found.wrap_body, found.raw_body)
+    actor = Actor(username, found.workspace, "admin", request_id=request.scope["state"]["request_id"])
+    trigger = Trigger("route", f"{found.method} {found.path}")
+    script = found.runnable.path
+    if found.request_type == "sync":
+        job = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event)
+        return result_response(job, 200)
+    job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event)
+    if found.request_type == "async":
+        return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
+    return _EventStream(_stream(services, found.workspace, job_id, with_result=True), headers={"x-job-id": job_id},
+                        status_code=200)
+
+
+async def _static(request: Request, services: Services, found: Route, tail: str, slash: bool) -> Response[bytes]:
+    assert found.static is not None
+    if slash and tail:
+        tail += "/"
+    hit = await services.static.find(found.workspace, found.static.folder, tail, found.static.website)
+    if hit is None:
+        raise NotFound("no such file")
+    path, content, etag = hit
+    quoted = f'"{etag}"'
+    cache = "no-cache" if path.endswith(".html") else "public, max-age=3600"
+    headers = {"ETag": quoted, "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("if-none-match") == quoted:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(content, media_type=content_type(path), headers=headers)
+
+
+@post("/api/v1/webhook/{key:str}", opt={"audit": False}, status_code=202, include_in_schema=True)
+async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
+    """Fire a webhook trigger: its script runs with the body; answered with the run's id
+    once it is committed. A webhook with a secret wants it in `X-Webhook-Secret`."""
+    services: Services = request.app.state.services
+    webhook = await services.triggers.webhook(key)
+    if webhook is None or not webhook.enabled:
+        raise NotFound("no webhook with this key")
+    headers = _headers(request)
+    if webhook.secret is not None:
+        given = headers.get("x-webhook-secret") or request.query_params.get("secret") or ""
+        if not hmac.compare_digest(given.encode(), webhook.secret.encode()):
+            raise _refused(request, "webhook", "this webhook needs its secret in X-Webhook-Secret")
+    raw = await request.body()
+    body = _body(raw, headers, raw_body=False)
+    event = _event("webhook", key, key, request, body, raw, {}, headers)
+    request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")
+    args = _args(body, raw, {}, {}, wrap=False, raw_body=False)
+    actor = Actor(webhook.created_by, webhook.workspace, "admin", request_id=request.scope["state"]["request_id"])
+    job_id = await services.jobs.enqueue(actor, args, Trigger("webhook", webhook.id), path=webhook.path, event=event)
+    return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
+
+
+HANDLERS = [serve_route, fire_webhook]

@@ -1,0 +1,205 @@
+"""`/api/v1/routes`: HTTP routes, their OpenAPI import and export, static folders, and the
+instance setting that serves routes under a workspace prefix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Request, Response, delete, get, post, put
+from litestar.params import Parameter
+
+from app.api.context import context
+from app.errors import BadRequest, Invalid, TooLarge
+from app.services import Services
+from app.services.openapi import curl_command, export_openapi, import_routes
+from app.services.routes import RouteSpec
+
+MAX_SPEC_BYTES = 5 * 1024 * 1024
+
+
+class ImportIn(msgspec.Struct, forbid_unknown_fields=True):
+    folder: str
+    spec: str | None = None
+    url: str | None = None
+
+
+class ExportIn(msgspec.Struct, forbid_unknown_fields=True):
+    title: str | None = None
+    version: str | None = None
+    description: str | None = None
+    format: str = "yaml"
+    filters: dict[str, Any] = msgspec.field(default_factory=dict)  # pathPrefix, kinds: [route, webhook], methods
+
+
+class SettingsIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    route_workspace_prefix: bool
+
+
+@get("/routes", opt={"role": "viewer"})
+async def list_routes(
+    request: Request, path_prefix: str | None = Parameter(query="pathPrefix", default=None)
+) -> list[dict[str, Any]]:
+    services, actor = context(request)
+    return await services.routes.list(actor.workspace, path_prefix)
+
+
+@post("/routes", opt={"role": "admin", "audit": "route.create"}, status_code=201)
+async def create_route(request: Request, data: RouteSpec) -> dict[str, Any]:
+    """Create a route (workspace admins); its secrets are stored encrypted and never shown."""
+    services, actor = context(request)
+    return await services.routes.create(actor, data)
+
+
+@get("/routes/{route_id:str}", opt={"role": "viewer"})
+async def get_route(request: Request, route_id: str) -> dict[str, Any]:
+    services, actor = context(request)
+    return await services.routes.get(actor.workspace, route_id)
+
+
+@put("/routes/{route_id:str}", opt={"role": "editor", "audit": "route.update"})
+async def update_route(request: Request, route_id: str, data: RouteSpec) -> dict[str, Any]:
+    """Change everything but the path; secrets left out are kept."""
+    services, actor = context(request)
+    return await services.routes.update(actor, route_id, data)
+
+
+@delete("/routes/{route_id:str}", opt={"role": "editor", "audit": "route.delete"}, status_code=204)
+async def delete_route(request: Request, route_id: str) -> None:
+    services, actor = context(request)
+    await services.routes.delete(actor, route_id)
+
+
+async def _spec_text(request: Request) -> tuple[str, str]:
+    """(the OpenAPI text, the folder) from a JSON body {spec | url, folder} or a multipart
+    upload with fields `file` and `folder`."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload, folder = form.get("file"), form.get("folder")
+        if upload is None or not hasattr(upload, "read") or not isinstance(folder, str):
+            raise BadRequest("an upload has a `file` field and a `folder` field")
+        return (await upload.read()).decode("utf-8", "replace"), folder
+    try:
+        given = msgspec.json.decode(await request.body(), type=ImportIn)
+    except msgspec.DecodeError as error:
+        raise BadRequest(f"the body is not an import request {{spec | url, folder}}: {error}") from None
+    if (given.spec is None) == (given.url is None):
+        raise BadRequest("give either `spec` (the document's text) or `url`")
+    if given.spec is not None:
+        return given.spec, given.folder
+    assert given.url is not None
+    if not given.url.startswith(("http://", "https://")):
+        raise BadRequest("url must be an http(s) address")
+    try:
+        async with httpx.AsyncClient(timeout=10, follow_redirects=True) as client:
+            answer = await client.get(given.url)
+    except httpx.HTTPError as error:
+        raise Invalid(f"could not fetch {given.url}: {error}") from None
+    if answer.status_code != 200:
+        raise Invalid(f"fetching {given.url} answered {answer.status_code}")
+    if len(answer.content) > MAX_SPEC_BYTES:
+        raise TooLarge(f"the document is larger than {MAX_SPEC_BYTES} bytes")
+    return answer.text, given.folder
+
+
+@post("/routes/openapi/import", opt={"role": "admin", "audit": "route.import"}, status_code=200)
+async def import_openapi(request: Request, save: bool = False) -> dict[str, Any]:
+    """Routes generated from an OpenAPI document: a preview, or saved with `?save=true`."""
+    services, actor = context(request)
+    text, folder = await _spec_text(request)
+    folder = folder.strip("/")
+    if not folder:
+        raise BadRequest("folder is the path the generated routes go under")
+    taken = {r["path"] for r in await services.routes.list(actor.workspace)}
+    routes = import_routes(text, folder, taken)
+    if save:
+        specs = [
+            msgspec.convert({k: v for k, v in r.items() if k in _SPEC_FIELDS and v is not None}, RouteSpec) for r in routes
+        ]
+        saved = await services.routes.create_many(actor, specs)
+        return {"saved": True, "routes": saved}
+    return {"saved": False, "routes": routes}
+
+
+_SPEC_FIELDS = ("path", "method", "runnable", "requestType", "auth", "summary", "description")
+
+
+@post("/routes/openapi/export", opt={"role": "viewer"}, status_code=200)
+async def export(request: Request, data: ExportIn) -> Response[str]:
+    """An OpenAPI 3.1 document of the workspace's routes and webhooks (YAML or JSON)."""
+    services, actor = context(request)
+    if data.format not in ("yaml", "json"):
+        raise BadRequest("format is yaml or json")
+    filters = data.filters
+    unknown = set(filters) - {"pathPrefix", "kinds", "methods"}
+    if unknown:
+        raise BadRequest(f"unknown filters: {', '.join(sorted(unknown))} (pathPrefix, kinds, methods)")
+    kinds = filters.get("kinds") or ["route", "webhook"]
+    methods = [m.upper() for m in filters.get("methods") or []]
+    routes = await services.routes.list(actor.workspace, filters.get("pathPrefix")) if "route" in kinds else []
+    routes = [r for r in routes if not methods or r["method"] in methods]
+    webhooks = await services.triggers.list(actor.workspace, "webhook") if "webhook" in kinds else []
+    text = export_openapi(
+        routes, webhooks, title=data.title, version=data.version, description=data.description,
+        base_url=_base_url(request), workspace_prefix=await services.routes.prefixed(), fmt=data.format,
+    )
+    media = "application/json" if data.format == "json" else "application/yaml"
+    return Response(text, media_type=media)
+
+
+@post("/routes/openapi/export/curl", opt={"role": "viewer"}, status_code=200)
+async def export_curl(request: Request, data: ExportIn) -> dict[str, str]:
+    """The `curl` command that makes the same export."""
+    body = {k: v for k, v in msgspec.to_builtins(data).items() if v not in (None, {}, "yaml")}
+    return {"command": curl_command(_base_url(request), body)}
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@put("/static/{folder:path}", opt={"role": "editor", "audit": "static.upload"}, status_code=200)
+async def upload_static(request: Request, folder: str) -> dict[str, Any]:
+    """Replace a static folder with the files of a zip or tar(.gz) archive sent as the body."""
+    services, actor = context(request)
+    return await services.static.upload(actor, folder, await request.body())
+
+
+@get("/static", opt={"role": "viewer"})
+async def list_static(request: Request) -> list[dict[str, Any]]:
+    services, actor = context(request)
+    return await services.static.folders(actor.workspace)
+
+
+@get("/static/{folder:path}", opt={"role": "viewer"})
+async def list_static_files(request: Request, folder: str) -> list[dict[str, Any]]:
+    services, actor = context(request)
+    return await services.static.files(actor.workspace, folder)
+
+
+@delete("/static/{folder:path}", opt={"role": "editor", "audit": "static.delete"}, status_code=204)
+async def delete_static(request: Request, folder: str) -> None:
+    services, actor = context(request)
+    await services.static.delete(actor, folder)
+
+
+@get("/settings", opt={"role": "viewer"})
+async def get_settings(request: Request) -> dict[str, Any]:
+    services: Services = request.app.state.services
+    return {"routeWorkspacePrefix": await services.routes.prefixed()}
+
+
+@put("/settings", opt={"role": "viewer", "audit": "settings.update"})
+async def put_settings(request: Request, data: SettingsIn) -> dict[str, Any]:
+    """Instance settings (instance admins)."""
+    services, actor = context(request)
+    await services.routes.set_prefixed(actor, data.route_workspace_prefix)
+    return {"routeWorkspacePrefix": data.route_workspace_prefix}
+
+
+HANDLERS = [
+    list_routes, create_route, get_route, update_route, delete_route, import_openapi, export, export_curl,
+    upload_static, list_static, list_static_files, delete_static,
+]
+INSTANCE_HANDLERS = [get_settings, put_settings]
