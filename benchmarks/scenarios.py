@@ -47,6 +47,22 @@ def _save_trivial(server: Flowmill) -> None:
     server.call("POST", "/api/v1/scripts", json={"path": "f/bench/echo", "content": TRIVIAL})
 
 
+def _route(path: str, request_type: str) -> Callable[[Flowmill], None]:
+    def prepare(server: Flowmill) -> None:
+        _save_trivial(server)
+        server.call("POST", "/api/v1/routes", json={
+            "path": path, "method": "POST", "runnable": {"kind": "script", "path": "f/bench/echo"}, "requestType": request_type,
+        })
+    return prepare
+
+
+def _webhook(server: Flowmill) -> None:
+    _save_trivial(server)
+    server.call("POST", "/api/v1/triggers", json={
+        "kind": "webhook", "key": "bench-hook", "runnable": {"kind": "script", "path": "f/bench/echo"},
+    })
+
+
 def _put_hot(server: Flowmill) -> None:
     server.call("PUT", "/api/v1/kv/bench/hot", json={"n": 1})
 
@@ -60,4 +76,7 @@ SCENARIOS = [
              prepare=_save_trivial),
     Scenario("script_async_32", "POST", "/api/v1/jobs/run/p/f/bench/echo", '{"x": 1}', 32, "POST",
              prepare=_save_trivial),
+    Scenario("route_async_32", "POST", "/api/r/bench/async", '{"x": 1}', 32, "POST", prepare=_route("bench/async", "async")),
+    Scenario("webhook_32", "POST", "/api/v1/webhook/bench-hook", '{"x": 1}', 32, "POST", prepare=_webhook),
+    Scenario("route_sync_16", "POST", "/api/r/bench/sync", '{"x": 1}', 16, "POST", prepare=_route("bench/sync", "sync")),
 ]

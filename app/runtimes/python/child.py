@@ -444,10 +444,16 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
+NICENESS = 10
+
+
 def serve(socket_path: str, idle: int, ready_fd: int | None = None) -> None:
     """The fork server's main loop (the hidden `flowmill _forkserver` command): keep `idle`
     children waiting on `socket_path`, answer exit statuses on `<socket_path>.status`, write
     one byte to `ready_fd` once runs can be served, and end when stdin closes or on SIGTERM."""
+    # User code yields the CPU to the server when both want it: accepting a request (and
+    # committing its run) stays fast under load, and queued runs use what is left.
+    os.nice(NICENESS)
     libc = _preload()
     idle = max(1, idle)  # with none, runs would wait for a child that never comes
     status_path = socket_path + ".status"
