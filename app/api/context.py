@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response
 
-from app.errors import BadRequest
+from app.errors import BadRequest, TooLarge
 from app.services import Services
 from app.services.actor import Actor
 
@@ -30,6 +30,30 @@ async def json_body(request: Request) -> Any:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, read straight from the server: Litestar's `request.body()` goes through
+    an async generator and a header parse, a sixth of a small ingest request's time."""
+    declared = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            declared = int(value) if value.isdigit() else None
+            break
+    if declared is not None and declared > limit:
+        raise TooLarge(f"the request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            raise BadRequest("the client went away before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def json_string(text: str) -> Response[bytes]:

@@ -19,6 +19,7 @@ import msgspec
 from litestar import Request, Response, post, route
 from litestar.response import ServerSentEvent
 
+from app.api.context import read_body
 from app.api.v1.jobs import _stream, result_response
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from app.security.signatures import Refused, verify_api_key, verify_basic, verify_hmac
@@ -159,7 +160,7 @@ async def serve_route(request: Request, rest: str) -> Any:
     if found is None:
         allowed = ", ".join(sorted(by_method))
         raise MethodNotAllowed(f"this route answers {allowed}", {"allowed": sorted(by_method)}, {"Allow": allowed})
-    raw = await request.body()
+    raw = await read_body(request, services.settings.max_body_bytes)
     headers = _headers(request)
     if found.static is not None:
         await _authenticate(request, services, found, raw, headers, {})
@@ -213,7 +214,7 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
         given = headers.get("x-webhook-secret") or request.query_params.get("secret") or ""
         if not hmac.compare_digest(given.encode(), webhook.secret.encode()):
             raise _refused(request, "webhook", "this webhook needs its secret in X-Webhook-Secret")
-    raw = await request.body()
+    raw = await read_body(request, services.settings.max_body_bytes)
     body = _body(raw, headers, raw_body=False)
     event = _event("webhook", key, key, request, body, raw, {}, headers)
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")

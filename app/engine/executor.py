@@ -273,7 +273,10 @@ class Executor:
             self._cancels.pop(job_id, None)
             self._reasons.pop(job_id, None)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._wake, job_id, status)
+        # Nobody watching, nobody streaming: no need to wake the event loop. (One who starts
+        # watching later reads the final status, committed before this, after subscribing.)
+        if job_id in self._waiters or self.hub.listening(job_id):
+            self._loop.call_soon_threadsafe(self._wake, job_id, status)
 
     def _wake(self, job_id: str, status: str | None) -> None:
         self.hub.publish(job_id, False)

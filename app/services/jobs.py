@@ -188,7 +188,7 @@ class Jobs:
         if digest is not None:
             return await self.scripts.by_hash(workspace, digest)
         assert path is not None
-        return await self.scripts.latest(workspace, path)
+        return await self.scripts.for_run(workspace, path)
 
     @staticmethod
     def _encode_args(args: Any) -> str:
@@ -366,11 +366,12 @@ class Jobs:
 
     def run_script(self, job: QueuedJob, sink: LogSink, cancel: threading.Event) -> Outcome:
         """Carry out one run of a script; called by the executor."""
-        row = self._call(self.db.fetchrow(
+        row = self.db.fetchrow_from_thread(
+            self._loop,
             "SELECT j.args, j.event, j.created_by, j.root_job, j.parent_job, v.hash, v.content, v.settings, v.lock, v.path "
             "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
             job.id,
-        ))
+        )
         if row is None:
             return Outcome("FAILED", error={"name": "ScriptMissing", "message": "the script version of this run was deleted"})
         settings = self._settings_of(row)

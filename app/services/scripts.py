@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from typing import Any
 
 import msgspec
@@ -86,6 +87,11 @@ def _version(row: Row) -> dict[str, Any]:
 class Scripts:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The version each path points at, for starting runs without a read each time. One
+        # process owns a SQLite database, so its own saves are all there is to see; on
+        # PostgreSQL another process may save, so an entry serves for a second at most.
+        self._latest: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self._max_age = float("inf") if db.dialect == "sqlite" else 1.0
 
     async def save(
         self, actor: Actor, path: str, content: str, summary: str = "", description: str = "",
@@ -127,7 +133,19 @@ class Scripts:
             ))
         if statements:
             await self.db.write(*statements, audit.entry(actor, f"script:{path}@{digest}"))
+            self._latest.pop((actor.workspace, path), None)
         return await self.by_hash(actor.workspace, digest), existing is None
+
+    async def for_run(self, workspace: str, path: str) -> dict[str, Any]:
+        """`latest`, from a cache: what starting a run needs (hash, settings, preprocessor)."""
+        cached = self._latest.get((workspace, path))
+        if cached is not None and time.monotonic() - cached[0] < self._max_age:
+            return cached[1]
+        if len(self._latest) > 10_000:
+            self._latest.clear()
+        version = await self.latest(workspace, path)
+        self._latest[(workspace, path)] = (time.monotonic(), version)
+        return version
 
     async def latest(self, workspace: str, path: str) -> dict[str, Any]:
         """The version a path points at; 404 if there is none."""
@@ -169,11 +187,13 @@ class Scripts:
 
     async def delete(self, actor: Actor, path: str) -> None:
         """Remove a script and its versions; its past runs stay in the history."""
+        self._latest.pop((actor.workspace, path), None)
         results = await self.db.write(
             Statement("DELETE FROM script WHERE workspace_id = $1 AND path = $2", (actor.workspace, path)),
             Statement("DELETE FROM script_version WHERE workspace_id = $1 AND path = $2", (actor.workspace, path)),
             audit.entry(actor, f"script:{path}"),
         )
+        self._latest.pop((actor.workspace, path), None)  # again: a run may have read it meanwhile
         if results[0].rowcount == 0:
             raise NotFound(f"no script at {path}")
 

@@ -279,7 +279,7 @@ class Triggers:
         )
         actor = Actor(row["created_by"] or None, row["workspace_id"], "admin")
         try:
-            version = await self.jobs.scripts.latest(row["workspace_id"], row["runnable_path"])
+            version = await self.jobs.scripts.for_run(row["workspace_id"], row["runnable_path"])
         except NotFound:
             log.warning("schedule %s: no script %s; tick skipped", row["id"], row["runnable_path"])
             await self.db.write(advance)

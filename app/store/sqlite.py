@@ -138,6 +138,13 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as error:
             raise _classify(error) from error
 
+    def fetchrow_from_thread(self, loop: Any, sql: str, *args: Any) -> Row | None:
+        # The calling thread's own reader: no trip through the event loop.
+        try:
+            return self._reader().execute(translate(sql), args).fetchone()
+        except sqlite3.Error as error:
+            raise _classify(error) from error
+
     # -- writes ------------------------------------------------------------------------------
 
     def write_from_thread(self, loop: Any, *statements: Statement) -> list[Result]:
