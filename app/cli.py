@@ -218,6 +218,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_pip"]:
+        # The frozen program's own pip (it has no `python -m pip`): scripts' dependencies are
+        # installed with it. Kept out of argparse, which would read pip's options as ours.
+        from pip._internal.cli.main import main as pip_main
+
+        return pip_main(argv[1:])
     args = parser().parse_args(argv)
     if args.command is None:  # `flowmill` alone starts the server
         args = parser().parse_args(["serve"])

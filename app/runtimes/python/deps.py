@@ -275,9 +275,11 @@ def _discard(folder: Path) -> None:
 def _pip(python: str, args: list[str], timeout_s: float) -> str:
     """pip's stdout; InstallError with the useful part of its output when it fails."""
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    # Frozen by PyInstaller, sys.executable is Flowmill itself, which carries pip as `_pip`.
+    frozen = getattr(sys, "frozen", False) and python == sys.executable
     try:
         process = subprocess.Popen(
-            [python, "-m", "pip", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            [python, "_pip", *args] if frozen else [python, "-m", "pip", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env=env,
             start_new_session=True,  # its own process group: a timeout also ends the builds it started
         )

@@ -1,0 +1,81 @@
+"""The executable built by PyInstaller: it serves, forks its own fork server (`flowmill
+_forkserver`), runs Windmill scripts behind routes, kills a run at its timeout, and installs a
+script's dependencies with its own pip (`flowmill _pip`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ROOT, FlowmillServer
+
+pytest.importorskip("PyInstaller", reason="the frozen build needs PyInstaller (in the test extra)")
+
+
+@pytest.fixture(scope="module")
+def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("frozen")
+    build = subprocess.run(
+        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN", "--distpath", str(out / "dist"),
+         "--workpath", str(out / "build"), str(ROOT / "packaging" / "flowmill.spec")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    return out / "dist" / "flowmill"
+
+
+class FrozenServer(FlowmillServer):
+    def __init__(self, executable: Path) -> None:
+        super().__init__("sqlite")
+        self.executable = executable
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as log:
+            return subprocess.Popen([str(self.executable), *(args or ("serve",))], env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def frozen(executable: Path) -> Iterator[FrozenServer]:
+    server = FrozenServer(executable)
+    server.start(timeout_s=60)
+    yield server
+    server.close()
+
+
+def test_the_executable_runs_scripts_in_its_own_fork_server(frozen: FrozenServer) -> None:
+    with frozen.client(frozen.admin_token()) as api:
+        script = ("import csv, io, os, wmill\n\ndef main(name: str = 'world'):\n    print('hi', name)\n"
+                  "    wmill.set_state({'n': 1})\n    return {'hello': name, 'state': wmill.get_state(), 'user': os.environ['WM_USERNAME']}\n")
+        assert api.post("/api/v1/scripts", json={"path": "f/e2e/hello", "content": script}).status_code == 201
+        answer = api.post("/api/v1/jobs/run_wait_result/p/f/e2e/hello", json={"name": "frozen"})
+        assert answer.json() == {"hello": "frozen", "state": {"n": 1}, "user": "admin"}
+        logs = api.get(f"/api/v1/jobs/{answer.headers['x-job-id']}/logs").json()
+        assert [line["line"] for line in logs] == ["hi frozen"]
+        api.post("/api/v1/routes", json={"path": "e2e/:name", "method": "GET",
+                                         "runnable": {"kind": "script", "path": "f/e2e/hello"}})
+        assert httpx.get(f"{frozen.url}/api/r/e2e/route").json()["hello"] == "route"
+
+        api.post("/api/v1/scripts", json={"path": "f/e2e/slow", "content": "import time\ndef main():\n    time.sleep(60)\n",
+                                          "timeout": 2})
+        started = time.time()
+        slow = api.post("/api/v1/jobs/run_wait_result/p/f/e2e/slow", json={})
+        assert slow.json()["error"]["details"]["status"] == "TIMED_OUT" and time.time() - started < 4
+    assert "_forkserver" in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_the_executable_installs_dependencies_with_its_own_pip(frozen: FrozenServer) -> None:
+    with frozen.client(frozen.admin_token()) as api:
+        api.post("/api/v1/scripts", json={"path": "f/e2e/human",
+                                          "content": "import humanize\ndef main():\n    return humanize.intcomma(1234567)\n"})
+        first = api.post("/api/v1/jobs/run_wait_result/p/f/e2e/human", json={}, timeout=180)
+        assert first.json() == "1,234,567", first.text
+        started = time.time()
+        assert api.post("/api/v1/jobs/run_wait_result/p/f/e2e/human", json={}).json() == "1,234,567"
+        assert time.time() - started < 2
