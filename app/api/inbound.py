@@ -162,12 +162,18 @@ async def serve_route(request: Request, rest: str) -> Any:
         raise MethodNotAllowed(f"this route answers {allowed}", {"allowed": sorted(by_method)}, {"Allow": allowed})
     raw = await read_body(request, services.settings.max_body_bytes)
     headers = _headers(request)
+    custom = found.auth["kind"] == "custom"  # the one scheme that needs the event: it decides on it
+    if not custom:  # before reading the body: a stranger learns nothing of how it would be read
+        username = await _authenticate(request, services, found, raw, headers, {})
     if found.static is not None:
-        await _authenticate(request, services, found, raw, headers, {})
+        if custom:
+            await _authenticate(request, services, found, raw, headers, _event("http", found.path, path, request, None,
+                                                                                 raw, params, headers))
         return await _static(request, services, found, tail, rest.endswith("/"))
-    body = {} if found.raw_body and found.runnable is None else _body(raw, headers, found.raw_body)
+    body = _body(raw, headers, found.raw_body)
     event = _event("http", found.path, path, request, body, raw, params, headers)
-    username = await _authenticate(request, services, found, raw, headers, event)
+    if custom:
+        username = await _authenticate(request, services, found, raw, headers, event)
     if found.runnable is None:
         raise NoRunnable(f"the route {found.method} {found.path} has no script attached yet")
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="accepted")

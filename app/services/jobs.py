@@ -199,7 +199,7 @@ class Jobs:
             raise TooLarge(f"a run's arguments are limited to {MAX_ARGS_BYTES} bytes")
         return text
 
-    def _insert(
+    def insert(
         self, actor: Actor, version: dict[str, Any], args_text: str, trigger: Trigger, status: str,
         job_id: str, parent: str | None, root: str | None, scheduled_for: int, event: Any = None,
     ) -> Statement:
@@ -228,7 +228,7 @@ class Jobs:
         args_text = self._encode_args(args)
         job_id = str(uuid.uuid4())
         at = scheduled_for or now_ms()
-        await self.db.write(self._insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event))
+        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event))
         self.submit(job_id, actor.workspace, version, at)
         return job_id
 
@@ -246,7 +246,7 @@ class Jobs:
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
         job_id = str(uuid.uuid4())
-        await self.db.write(self._insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event))
+        await self.db.write(self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event))
         done = self.executor.watch(job_id)
         self.executor.submit(queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True))
         try:

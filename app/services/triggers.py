@@ -285,7 +285,7 @@ class Triggers:
             await self.db.write(advance)
             return 0
         inserts = [
-            self.jobs._insert(actor, version, row["args"], RunTrigger("schedule", row["id"]), "QUEUED",
+            self.jobs.insert(actor, version, row["args"], RunTrigger("schedule", row["id"]), "QUEUED",
                               tick_job_id(row["id"], tick), None, None, tick)
             for tick in ticks
         ]

@@ -374,3 +374,9 @@ def test_metrics_count_requests_and_runs_by_trigger(api: httpx.Client) -> None:
     assert 'flowmill_trigger_requests_total{outcome="accepted",trigger="route"}' in text
     assert 'flowmill_trigger_requests_total{outcome="refused",trigger="route"}' in text
     assert base64  # (imported for the basic-auth helpers of other modules)
+
+
+def test_a_stranger_is_refused_before_the_body_is_read(server: FlowmillServer, api: httpx.Client) -> None:
+    route(api, "strict/keyed", auth={"kind": "api_key", "header": "X-API-Key", "key": "k"})
+    answer = httpx.post(f"{api.base_url}/api/r/strict/keyed", content=b"{broken", headers={"content-type": "application/json"})
+    assert answer.status_code == 401
