@@ -82,6 +82,9 @@ def run(chosen: list[Scenario], args: argparse.Namespace) -> dict[str, Any]:
                 references[key] = _measure("reference", scenario, reference.url, REFERENCES[scenario.reference], args)
             ref = references[key]
             ours = _measure("flowmill", scenario, flowmill.url, scenario.load(flowmill), args)
+            waited = flowmill.wait_idle()
+            if waited > 1:
+                say(f"{scenario.name}: the runs it queued took {waited:.0f} s more to finish")
             report["scenarios"].append({
                 "name": scenario.name, "connections": scenario.connections,
                 "flowmill": ours.as_json(), "reference": ref.as_json(),

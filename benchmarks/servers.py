@@ -169,6 +169,18 @@ class Flowmill(Server):
         response.raise_for_status()
         return response
 
+    def wait_idle(self, timeout_s: float = 300) -> float:
+        """Wait until no run is queued or running (the backlog an async scenario leaves would
+        otherwise be measured with the next scenario); seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            busy = [self.call("GET", "/api/v1/jobs", params={"status": status, "limit": 1}).json()["items"]
+                    for status in ("QUEUED", "RUNNING")]
+            if not any(busy):
+                break
+            time.sleep(0.5)
+        return time.monotonic() - started
+
     def stop(self) -> None:
         """Stop the server, then remove its data dir."""
         try:
