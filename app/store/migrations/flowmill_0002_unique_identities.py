@@ -1,8 +1,8 @@
-"""Composite unique indexes: Piccolo tables have no composite unique constraints, and Piccolo
-runs raw steps before creating tables, so they live in a migration of their own."""
+"""Composite unique indexes (see app/store/indexes.py for why they are a migration of their own)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from app.store.indexes import index_migration
 
 ID = "2026-11-23T06:17:41:000000"
 VERSION = "1.38.0"
@@ -18,12 +18,4 @@ UNIQUE_INDEXES = [
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="flowmill", description=DESCRIPTION)
-
-    async def create_indexes() -> None:
-        engine = engine_finder()
-        for sql in UNIQUE_INDEXES:
-            await engine.run_ddl(sql)
-
-    manager.add_raw(create_indexes)
-    return manager
+    return index_migration(ID, DESCRIPTION, UNIQUE_INDEXES)

@@ -1,7 +1,8 @@
-"""Indexes and unique identities of the scripts and jobs tables (see 0002 for why raw SQL)."""
+"""Indexes and unique identities of the scripts and jobs tables (see app/store/indexes.py for why raw SQL)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from app.store.indexes import index_migration
 
 ID = "2026-11-23T06:28:50:000000"
 VERSION = "1.38.0"
@@ -21,12 +22,4 @@ INDEXES = [
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="flowmill", description=DESCRIPTION)
-
-    async def create_indexes() -> None:
-        engine = engine_finder()
-        for sql in INDEXES:
-            await engine.run_ddl(sql)
-
-    manager.add_raw(create_indexes)
-    return manager
+    return index_migration(ID, DESCRIPTION, INDEXES)

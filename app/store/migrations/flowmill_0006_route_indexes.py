@@ -1,7 +1,8 @@
-"""Unique identities and indexes of routes, static files and triggers (see 0002 for why raw SQL)."""
+"""Unique identities and indexes of routes, static files and triggers (see app/store/indexes.py for why raw SQL)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from app.store.indexes import index_migration
 
 ID = "2026-11-23T09:29:56:000000"
 VERSION = "1.38.0"
@@ -17,12 +18,4 @@ INDEXES = [
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="flowmill", description=DESCRIPTION)
-
-    async def create_indexes() -> None:
-        engine = engine_finder()
-        for sql in INDEXES:
-            await engine.run_ddl(sql)
-
-    manager.add_raw(create_indexes)
-    return manager
+    return index_migration(ID, DESCRIPTION, INDEXES)
