@@ -70,6 +70,10 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
         # collector's scans, which otherwise cost several microseconds per request.
         gc.collect()
         gc.freeze()
+        # Collect young objects every 20,000 allocations, not 700: under load a queue of runs
+        # builds up, and frequent collections scanning it put 40 ms on the p99 of a route's
+        # answer (measured: 72 ms -> 31 ms at 32 connections). Most garbage goes by refcount.
+        gc.set_threshold(20_000, 50, 50)
         log.info("Flowmill listening on %s (data in %s)", settings.base_url, settings.home)
         if ready is not None:
             ready.set()
