@@ -20,7 +20,7 @@ from litestar import Request, Response, post, route
 from litestar.response import ServerSentEvent
 
 from app.api.context import read_body
-from app.api.v1.jobs import _stream, result_response
+from app.api.v1.jobs import result_response, run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from app.security.signatures import Refused, verify_api_key, verify_basic, verify_hmac
 from app.server.access import bearer_token
@@ -81,12 +81,12 @@ def _body(raw: bytes, headers: dict[str, str], raw_body: bool) -> Any:
     return raw.decode("utf-8", "replace")
 
 
-def _event(kind: str, route_path: str, path: str, request: Request, body: Any, raw: bytes, params: dict[str, str],
-           headers: dict[str, str]) -> dict[str, Any]:
+def _event(kind: str, route_path: str, path: str, method: str, body: Any, raw: bytes, params: dict[str, str],
+           query: dict[str, str], headers: dict[str, str]) -> dict[str, Any]:
     """What a preprocessor receives (DESIGN 4.3)."""
     return {
         "kind": kind, "body": body, "raw_string": raw.decode("utf-8", "replace"), "route": route_path, "path": path,
-        "method": request.method, "params": params, "query": dict(request.query_params),
+        "method": method, "params": params, "query": query,
         "headers": {k: v for k, v in headers.items() if k not in _HIDDEN_HEADERS},
     }
 
@@ -165,19 +165,17 @@ async def serve_route(request: Request, rest: str) -> Any:
     custom = found.auth["kind"] == "custom"  # the one scheme that needs the event: it decides on it
     if not custom:  # before reading the body: a stranger learns nothing of how it would be read
         username = await _authenticate(request, services, found, raw, headers, {})
-    if found.static is not None:
-        if custom:
-            await _authenticate(request, services, found, raw, headers, _event("http", found.path, path, request, None,
-                                                                                 raw, params, headers))
-        return await _static(request, services, found, tail, rest.endswith("/"))
-    body = _body(raw, headers, found.raw_body)
-    event = _event("http", found.path, path, request, body, raw, params, headers)
+    query = dict(request.query_params)
+    body = None if found.static is not None else _body(raw, headers, found.raw_body)
+    event = _event("http", found.path, path, request.method, body, raw, params, query, headers)
     if custom:
         username = await _authenticate(request, services, found, raw, headers, event)
+    if found.static is not None:
+        return await _static(request, services, found, tail, rest.endswith("/"))
     if found.runnable is None:
         raise NoRunnable(f"the route {found.method} {found.path} has no script attached yet")
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="accepted")
-    args = _args(body, raw, params, dict(request.query_params), found.wrap_body, found.raw_body)
+    args = _args(body, raw, params, query, found.wrap_body, found.raw_body)
     actor = Actor(username, found.workspace, "admin", request_id=request.scope["state"]["request_id"])
     trigger = Trigger("route", f"{found.method} {found.path}")
     script = found.runnable.path
@@ -187,7 +185,7 @@ async def serve_route(request: Request, rest: str) -> Any:
     job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event)
     if found.request_type == "async":
         return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
-    return _EventStream(_stream(services, found.workspace, job_id, with_result=True), headers={"x-job-id": job_id},
+    return _EventStream(run_events(services, found.workspace, job_id, with_result=True), headers={"x-job-id": job_id},
                         status_code=200)
 
 
@@ -222,7 +220,7 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
             raise _refused(request, "webhook", "this webhook needs its secret in X-Webhook-Secret")
     raw = await read_body(request, services.settings.max_body_bytes)
     body = _body(raw, headers, raw_body=False)
-    event = _event("webhook", key, key, request, body, raw, {}, headers)
+    event = _event("webhook", key, key, request.method, body, raw, {}, dict(request.query_params), headers)
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")
     args = _args(body, raw, {}, {}, wrap=False, raw_body=False)
     actor = Actor(webhook.created_by, webhook.workspace, "admin", request_id=request.scope["state"]["request_id"])

@@ -131,19 +131,20 @@ class SQLiteDatabase(Database):
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        # Indexed point reads take microseconds: a thread hop would cost more than the query.
+    def _read(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        """The query run on the calling thread's own reader."""
         try:
-            return self._reader().execute(translate(sql), args).fetchall()
+            return self._reader().execute(translate(sql), args)
         except sqlite3.Error as error:
             raise _classify(error) from error
 
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        # Indexed point reads take microseconds: a thread hop would cost more than the query.
+        return self._read(sql, args).fetchall()
+
     def fetchrow_from_thread(self, loop: Any, sql: str, *args: Any) -> Row | None:
         # The calling thread's own reader: no trip through the event loop.
-        try:
-            return self._reader().execute(translate(sql), args).fetchone()
-        except sqlite3.Error as error:
-            raise _classify(error) from error
+        return self._read(sql, args).fetchone()
 
     # -- writes ------------------------------------------------------------------------------
 

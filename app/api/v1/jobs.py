@@ -120,10 +120,10 @@ async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     events) as they come, then a `result` (or `error`) event."""
     services, actor = context(request)
     job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"))
-    return ServerSentEvent(_stream(services, actor.workspace, job_id, with_result=True), headers={"x-job-id": job_id})
+    return ServerSentEvent(run_events(services, actor.workspace, job_id, with_result=True), headers={"x-job-id": job_id})
 
 
-async def _stream(services: Services, workspace: str, job_id: str, with_result: bool) -> AsyncIterator[ServerSentEventMessage]:
+async def run_events(services: Services, workspace: str, job_id: str, with_result: bool) -> AsyncIterator[ServerSentEventMessage]:
     """Past lines, then new ones as they are written, until the run is final; then its outcome.
 
     Lines are read from the database by id, so none is sent twice or lost; the hub only
@@ -201,7 +201,7 @@ async def stream_logs(request: Request, job_id: str) -> ServerSentEvent:
     """Past lines, then live ones while the run is in flight (text/event-stream)."""
     services, actor = context(request)
     await services.jobs.get(actor.workspace, job_id)
-    return ServerSentEvent(_stream(services, actor.workspace, job_id, with_result=False))
+    return ServerSentEvent(run_events(services, actor.workspace, job_id, with_result=False))
 
 
 @post("/jobs/{job_id:str}/cancel", opt={"role": "executor", "audit": "job.cancel"}, status_code=200)
