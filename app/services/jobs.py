@@ -206,7 +206,6 @@ class Jobs:
         """The INSERT of a run; a run whose id exists already (a schedule's tick fired by
         another process) is left as it is."""
         now = now_ms()
-        self.started[trigger.kind] += 1
         return Statement(
             f"INSERT INTO job ({_JOB_COLUMNS}, worker, event) VALUES "
             "($1, $2, 'script', $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, $16, 1, NULL, $17, "
@@ -229,6 +228,7 @@ class Jobs:
         job_id = str(uuid.uuid4())
         at = scheduled_for or now_ms()
         await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event))
+        self.started[trigger.kind] += 1
         self.submit(job_id, actor.workspace, version, at)
         return job_id
 
@@ -247,6 +247,7 @@ class Jobs:
         args_text = self._encode_args(args)
         job_id = str(uuid.uuid4())
         await self.db.write(self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event))
+        self.started[trigger.kind] += 1
         done = self.executor.watch(job_id)
         self.executor.submit(queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True))
         try:

@@ -295,6 +295,7 @@ class Triggers:
             if result.rowcount:  # not fired already by another process or before a restart
                 self.jobs.submit(tick_job_id(row["id"], tick), row["workspace_id"], version, tick)
                 started += 1
+        self.jobs.started["schedule"] += started
         return started
 
     @staticmethod
