@@ -1,11 +1,16 @@
-"""The executor: a pool of threads that claim queued runs and carry them to a final status.
+"""The executor: carries queued runs to a final status, on the event loop.
 
 A run reaches the executor only after it is committed (`submit`). The executor keeps the
-ready runs in memory, ordered by priority then time, and holds back those whose concurrency
-key is at its limit. A thread claims a run in the database (QUEUED -> RUNNING, so a run is
-never taken twice), hands it to the `run` function it was given (which does the actual work
-and honours timeouts and cancellation), then records the outcome, with the last log lines,
-in one write. A failure with retries left goes back to the queue after its backoff.
+ready runs in memory, ordered by priority then time, holds back those whose concurrency key
+is at its limit, and keeps at most `capacity` runs going at once. For each it claims the run
+in the database (QUEUED -> RUNNING, so a run is never taken twice), awaits the `run`
+function it was given (which does the actual work, in a child process or a thread, and
+honours cancellation), then records the outcome, with the last log lines, in one write. A
+failure with retries left goes back to the queue after its backoff.
+
+Nothing here blocks: a run in flight is a coroutine waiting on its child, not a thread, so
+the event loop that answers requests never hands the interpreter lock back and forth with
+threads that wait on children.
 """
 
 from __future__ import annotations
@@ -18,9 +23,8 @@ import itertools
 import logging
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -59,7 +63,34 @@ class Outcome:
     error: dict[str, Any] | None = None
 
 
-RunFunction = Callable[[QueuedJob, LogSink, threading.Event], Outcome]
+class CancelToken:
+    """Set when a run is to stop; whoever carries the run out registers how to stop it."""
+
+    __slots__ = ("_set", "_callbacks")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            for callback in self._callbacks:
+                callback()
+            self._callbacks.clear()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when cancelled (at once if it is already)."""
+        if self._set:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+
+RunFunction = Callable[[QueuedJob, LogSink, CancelToken], Awaitable[Outcome]]
 
 
 def now_ms() -> int:
@@ -98,63 +129,57 @@ class _Concurrency:
 
 
 class Executor:
-    def __init__(self, db: Database, run: RunFunction, threads: int, hub: LogHub | None = None) -> None:
+    def __init__(self, db: Database, run: RunFunction, capacity: int, hub: LogHub | None = None) -> None:
         self.db = db
         self.run = run
-        self.threads = threads
+        self.capacity = capacity
         self.hub = hub or LogHub()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Condition()
         self._ready: list[tuple[int, float, int, QueuedJob]] = []
         self._seq = itertools.count()
         self._limits = _Concurrency()
-        self._cancels: dict[str, threading.Event] = {}
+        self._cancels: dict[str, CancelToken] = {}
         self._reasons: dict[str, str] = {}  # why a run was cancelled, by run id
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
-        self._workers: list[threading.Thread] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = False
         self._stopping = False
-        self.busy = 0
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
 
     # -- life ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the threads (recovery of interrupted runs is the caller's, before this)."""
-        self._loop = asyncio.get_running_loop()
-        for index in range(self.threads):
-            worker = threading.Thread(target=self._work, name=f"flowmill-executor-{index}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
+        """Start carrying runs out (recovery of interrupted runs is the caller's, before this)."""
+        self._started = True
+        self._pump()
 
     async def stop(self) -> None:
-        """Cancel running work and wait for the threads to record it."""
-        with self._lock:
-            self._stopping = True
-            for event in self._cancels.values():
-                event.set()
-            self._lock.notify_all()
-        for worker in self._workers:
-            await asyncio.to_thread(worker.join, 10)
-        self._workers.clear()
+        """Cancel running work and wait for it to be recorded."""
+        self._stopping = True
+        for token in list(self._cancels.values()):
+            token.set()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
 
     # -- queue -----------------------------------------------------------------------------------
 
     def submit(self, job: QueuedJob) -> None:
-        """Queue a committed run (any thread)."""
-        with self._lock:
-            self._cancels.setdefault(job.id, threading.Event())
-            heapq.heappush(self._ready, (-job.priority, job.not_before, next(self._seq), job))
-            self._lock.notify()
+        """Queue a committed run (on the event loop)."""
+        self._cancels.setdefault(job.id, CancelToken())
+        heapq.heappush(self._ready, (-job.priority, job.not_before, next(self._seq), job))
+        self._pump()
 
     def knows(self, job_id: str) -> bool:
         """True while a run is queued or running in this process."""
-        with self._lock:
-            return job_id in self._cancels
+        return job_id in self._cancels
 
     def watch(self, job_id: str) -> asyncio.Future[str]:
-        """A future resolved with the final status of a run (on the event loop)."""
-        assert self._loop is not None
-        future: asyncio.Future[str] = self._loop.create_future()
+        """A future resolved with the final status of a run."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, []).append(future)
         return future
 
@@ -167,118 +192,107 @@ class Executor:
 
     def cancel(self, job_id: str, reason: str = "") -> bool:
         """Ask a run of this process to stop (queued or running); True if it is known here."""
-        with self._lock:
-            event = self._cancels.get(job_id)
-            if event is None:
-                return False
-            if reason:
-                self._reasons[job_id] = reason
-            event.set()
-            self._lock.notify_all()
-            return True
+        token = self._cancels.get(job_id)
+        if token is None:
+            return False
+        if reason:
+            self._reasons[job_id] = reason
+        token.set()
+        self._pump()  # a cancelled run waiting for its turn is settled at once
+        return True
 
-    def _next(self) -> QueuedJob | None:
-        """The next run allowed to start, waiting for one; None when stopping."""
-        with self._lock:
-            while not self._stopping:
-                now = time.time()
-                held: list[tuple[int, float, int, QueuedJob]] = []
-                wait = 1.0
-                found = None
-                while self._ready:
-                    entry = heapq.heappop(self._ready)
-                    job = entry[3]
-                    delay = max(job.not_before - now, self._limits.allows(job, now))
-                    if delay <= 0:
-                        found = job
-                        break
-                    held.append(entry)
-                    wait = min(wait, delay)
-                for entry in held:
-                    heapq.heappush(self._ready, entry)
-                if found is not None:
-                    self._limits.start(found, now)
-                    return found
-                self._lock.wait(wait)
-            return None
+    def _pump(self) -> None:
+        """Start the runs that may start now; come back when a held-back one may."""
+        if not self._started or self._stopping:
+            return
+        now = time.time()
+        held: list[tuple[int, float, int, QueuedJob]] = []
+        wait = None
+        while self._ready and len(self._tasks) < self.capacity:
+            entry = heapq.heappop(self._ready)
+            job = entry[3]
+            token = self._cancels.get(job.id)
+            delay = 0.0 if token is not None and token.is_set() else max(job.not_before - now, self._limits.allows(job, now))
+            if delay > 0:
+                held.append(entry)
+                wait = delay if wait is None else min(wait, delay)
+                continue
+            self._limits.start(job, now)
+            task = asyncio.get_running_loop().create_task(self._carry(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished(job))
+        for entry in held:
+            heapq.heappush(self._ready, entry)
+        if wait is not None:
+            loop = asyncio.get_running_loop()
+            if self._timer is not None and self._timer.when() > loop.time() + wait:
+                self._timer.cancel()
+                self._timer = None
+            if self._timer is None:
+                self._timer = loop.call_later(wait, self._wake_pump)
+
+    def _wake_pump(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _finished(self, job: QueuedJob) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._limits.finish(job)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("the executor failed on run %s", job.id, exc_info=task.exception())
+            self._pump()
+        return done
 
     # -- work ------------------------------------------------------------------------------------
 
-    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def _write(self, *statements: Statement) -> Any:
-        return self.db.write_from_thread(self._loop, *statements)
-
-    def _work(self) -> None:
-        while (job := self._next()) is not None:
-            self.busy += 1
-            try:
-                self._carry(job)
-            except Exception:
-                log.exception("the executor failed on run %s", job.id)
-            finally:
-                self.busy -= 1
-                with self._lock:
-                    self._limits.finish(job)
-                    self._lock.notify_all()
-
-    def _carry(self, job: QueuedJob) -> None:
-        cancel = self._cancels.setdefault(job.id, threading.Event())
+    async def _carry(self, job: QueuedJob) -> None:
+        cancel = self._cancels.setdefault(job.id, CancelToken())
         if not job.claimed:
-            claimed = self._write(Statement(
+            claimed = (await self.db.write(Statement(
                 "UPDATE job SET status = 'RUNNING', started_at = $1, worker = $2, attempt = $3 "
                 "WHERE id = $4 AND status = 'QUEUED'",
                 (now_ms(), self.worker_id, job.attempt, job.id),
-            ))[0]
+            )))[0]
             if claimed.rowcount == 0:  # cancelled while queued, or another process took it
                 self._settle(job.id, None)
                 return
-        sink = LogSink(job.id, self.hub, self._loop, self._write)  # type: ignore[arg-type]
+        sink = LogSink(job.id, self.hub, self.db)
         if cancel.is_set():
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": "cancelled before it started"})
         else:
             if job.attempt > 1:
                 sink.note(f"attempt {job.attempt} of {job.max_attempts}")
             try:
-                outcome = self.run(job, sink, cancel)
+                outcome = await self.run(job, sink, cancel)
             except Exception as error:  # a fault of ours, not of the user's code
                 log.exception("run %s could not be carried out", job.id)
                 outcome = Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
         retry = outcome.status in ("FAILED", "TIMED_OUT") and job.attempt < job.max_attempts and not cancel.is_set()
-        statements = [s for s in (sink.take_pending(),) if s is not None]
         if retry:
             delay = job.backoff_s * (2 ** (job.attempt - 1))
             sink.note(f"attempt {job.attempt} ended {outcome.status}; retrying in {delay:g} s")
-            statements += [s for s in (sink.take_pending(),) if s is not None]
+            statements = await sink.take_pending()
             statements.append(Statement(
                 "UPDATE job SET status = 'QUEUED', attempt = $1, scheduled_for = $2, error = $3 WHERE id = $4",
                 (job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error), job.id),
             ))
-            self._write(*statements)
+            await self.db.write(*statements)
             self.submit(dataclasses.replace(job, attempt=job.attempt + 1, not_before=time.time() + delay, claimed=False))
             return
         if outcome.status == "CANCELLED" and job.id in self._reasons:
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": self._reasons[job.id]})
+        statements = await sink.take_pending()
         statements.append(Statement(
             "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5",
             (outcome.status, outcome.result, _json(outcome.error), now_ms(), job.id),
         ))
-        self._write(*statements)
+        await self.db.write(*statements)
         self._settle(job.id, outcome.status)
 
     def _settle(self, job_id: str, status: str | None) -> None:
-        with self._lock:
-            self._cancels.pop(job_id, None)
-            self._reasons.pop(job_id, None)
-        assert self._loop is not None
-        # Nobody watching, nobody streaming: no need to wake the event loop. (One who starts
-        # watching later reads the final status, committed before this, after subscribing.)
-        if job_id in self._waiters or self.hub.listening(job_id):
-            self._loop.call_soon_threadsafe(self._wake, job_id, status)
-
-    def _wake(self, job_id: str, status: str | None) -> None:
+        self._cancels.pop(job_id, None)
+        self._reasons.pop(job_id, None)
         self.hub.publish(job_id, False)
         for future in self._waiters.pop(job_id, []):
             if not future.done():

@@ -1,18 +1,18 @@
-"""The server's side of the fork server: start it, hand it a run, watch the run to its end.
+"""The server's side of the fork server: start it, hand it runs, hear how they end.
 
-`ForkServer.run` is called on an executor thread and blocks until the child answers, dies,
-times out or is cancelled. It waits on the child's socket and on the child's output pipe
-(handed over by the child) with a short poll, so that a deadline or a cancel is seen within
-`POLL_S`; a timeout or a cancel kills the child's whole process group. Output becomes log
-lines here, within the job's limits, so that however much a script prints, the server holds
-one chunk of it at a time. The fork server is restarted once if it has died. The other side
-is `app/runtimes/python/child.py`.
+The fork server runs each job in a fresh child and watches it (output, timeout, cancel, how
+the process ended; see `app/runtimes/python/child.py`). On the event loop, `submit` sends a
+run over one long-lived connection that carries every run of this process, and the answer
+comes back as log lines and one `Ended` message: no thread waits on a child. `run` is the
+blocking form (one connection per call), for code that runs outside the event loop. The fork
+server is restarted if it has died.
 """
 
 from __future__ import annotations
 
-import array
+import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import select
@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,28 +30,26 @@ import msgspec
 import app
 from app.errors import FlowmillError
 from app.runtimes.python.child import (
-    HEADER,
-    MAX_ERROR_TEXT,
+    Cancel,
     ChildJob,
-    Failed,
-    Finished,
-    Frame,
-    Started,
+    Ended,
+    FrameReader,
+    Output,
+    ServerFrame,
     encode_frame,
+    run_frame,
 )
 
-__all__ = ["ChildJob", "ChildOutcome", "ForkServer", "ForkServerError"]
+__all__ = ["ChildJob", "ChildOutcome", "ForkServer", "ForkServerError", "RunHandle"]
 
 log = logging.getLogger("flowmill.forkserver")
 
-POLL_S = 0.05  # how often a waiting run looks at its deadline and its cancel event
+POLL_S = 0.05  # how often a blocking run looks at its cancel event
 READY_TIMEOUT_S = 15.0
-STATUS_TIMEOUT_S = 2.0
-MAX_LINE = 16 * 1024
-DRAIN_S = 0.5  # after a run ends: how long to keep reading output that is still being written
+MAX_MESSAGE = 64 * 1024 * 1024
 
 OnLog = Callable[[float, str, str], None]
-_frame_decoder = msgspec.json.Decoder(Frame)
+_frames = msgspec.json.Decoder(ServerFrame)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +61,11 @@ class ChildOutcome:
     error: dict[str, Any] | None = None  # name, message, traceback
     duration_s: float = 0.0
     exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
+
+
+def _outcome(ended: Ended) -> ChildOutcome:
+    result = bytes(ended.result).decode() if ended.status == "success" else None
+    return ChildOutcome(ended.status, result, ended.error, ended.duration_s, ended.exit_reason)
 
 
 class ForkServerError(FlowmillError):
@@ -80,6 +82,67 @@ def command(socket_path: Path, idle: int, ready_fd: int) -> list[str]:
     return [sys.executable, "-m", "app", *args]
 
 
+class RunHandle:
+    """A run sent to the fork server: await `outcome`; `cancel()` kills it."""
+
+    def __init__(self, channel: _Channel, run_id: int, on_log: OnLog) -> None:
+        self.channel = channel
+        self.id = run_id
+        self.on_log = on_log
+        self.outcome: asyncio.Future[ChildOutcome] = asyncio.get_running_loop().create_future()
+
+    def cancel(self) -> None:
+        if not self.outcome.done():
+            self.channel.send(encode_frame(Cancel(self.id)))
+
+
+class _Channel(asyncio.Protocol):
+    """This process's connection to the fork server, on the event loop."""
+
+    def __init__(self, server: ForkServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.frames = FrameReader(MAX_MESSAGE)
+        self.runs: dict[int, RunHandle] = {}
+        self.ids = itertools.count(1)
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, frame: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(frame)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = [_frames.decode(body) for body in self.frames.feed(data)]
+        except (ValueError, msgspec.DecodeError) as error:
+            log.error("unreadable message from the fork server: %s", error)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        for message in messages:
+            handle = self.runs.get(message.id)
+            if handle is None:
+                continue
+            if isinstance(message, Output):
+                for ts, stream, text in message.lines:
+                    handle.on_log(ts, stream, text)
+            else:
+                del self.runs[message.id]
+                if not handle.outcome.done():
+                    handle.outcome.set_result(_outcome(message))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        reason = f"the fork server stopped ({self.server.describe_exit()})"
+        for handle in self.runs.values():
+            if not handle.outcome.done():
+                handle.outcome.set_result(ChildOutcome("crashed", exit_reason=reason))
+        self.runs.clear()
+
+
 class ForkServer:
     """The fork server process, and the runs handed to it (from any thread)."""
 
@@ -87,11 +150,12 @@ class ForkServer:
         self.runtime_dir = runtime_dir
         self.idle_children = idle_children
         self.socket_path = runtime_dir / "fork.sock"
-        self.status_path = runtime_dir / "fork.sock.status"
         self._process: subprocess.Popen[bytes] | None = None
         self._ready_pipe: int | None = None  # read end: one byte when it serves, EOF if it died first
         self._stopped = False  # by stop(): a run must not bring it back while the server shuts down
         self._lock = threading.Lock()
+        self._channel: _Channel | None = None
+        self._channel_lock = asyncio.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -131,34 +195,66 @@ class ForkServer:
             if process.stdin:
                 process.stdin.close()
 
-    def run(self, job: ChildJob, on_log: OnLog, cancel: threading.Event) -> ChildOutcome:
-        """Run `job` in a fresh child and return how it ended. Log lines go to `on_log` as they
-        come (on this thread); `cancel` and `job.timeout_s` kill the child within `POLL_S`."""
-        started = time.monotonic()
-        deadline = started + job.timeout_s if job.timeout_s is not None else None
-        frame = encode_frame(job)  # before taking a child: a job that does not encode fails here
-        for attempt in (1, 2):
-            conn = self._connect()
-            try:
-                return _Run(job, conn, on_log, cancel, started, deadline, self.exit_reason).watch(frame)
-            except _NotTaken:
-                # The script never ran (the fork server was dying as we connected): safe to retry.
-                if attempt == 2:
-                    raise ForkServerError("the fork server took the run but no child started it") from None
-            finally:
-                conn.close()
-        raise AssertionError("unreachable")
+    async def submit(self, job: ChildJob, on_log: OnLog) -> RunHandle:
+        """Send `job` to a fresh child (on the event loop); log lines go to `on_log` as they come."""
+        channel = self._channel
+        if channel is None or channel.closed:
+            channel = await self._connect_channel()
+        handle = RunHandle(channel, next(channel.ids), on_log)
+        channel.runs[handle.id] = handle
+        channel.send(run_frame(handle.id, job))
+        return handle
 
-    def exit_reason(self, pid: int, timeout_s: float = STATUS_TIMEOUT_S) -> str:
-        """How child `pid` ended, as the fork server saw it: "killed by signal SIGABRT", ..."""
+    async def _connect_channel(self) -> _Channel:
+        async with self._channel_lock:
+            if self._channel is None or self._channel.closed:
+                await asyncio.to_thread(self.wait_ready)
+                loop = asyncio.get_running_loop()
+                try:
+                    _, channel = await loop.create_unix_connection(lambda: _Channel(self), str(self.socket_path))
+                except OSError as error:
+                    raise ForkServerError(f"cannot reach the fork server: {error}") from error
+                self._channel = channel
+            return self._channel
+
+    def run(self, job: ChildJob, on_log: OnLog, cancel: threading.Event) -> ChildOutcome:
+        """Run `job` in a fresh child and return how it ended (blocking, on a connection of its
+        own). Log lines go to `on_log` as they come; `cancel` kills the child within `POLL_S`."""
+        frame = run_frame(1, job)  # before connecting: a job that does not encode fails here
+        conn = self._connect()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.settimeout(timeout_s)
-                conn.connect(str(self.status_path))
-                conn.sendall(b"%d\n" % pid)
-                return conn.recv(256).decode() or "unknown (the fork server did not say)"
-        except OSError:
-            return "unknown (the fork server did not say)"
+            conn.sendall(frame)
+            conn.settimeout(POLL_S)
+            frames = FrameReader(MAX_MESSAGE)
+            cancelled = False
+            while True:
+                if cancel.is_set() and not cancelled:
+                    conn.sendall(encode_frame(Cancel(1)))
+                    cancelled = True
+                try:
+                    data = conn.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    return ChildOutcome("crashed", exit_reason=f"the fork server stopped ({self.describe_exit()})")
+                for body in frames.feed(data):
+                    message = _frames.decode(body)
+                    if isinstance(message, Output):
+                        for line in message.lines:
+                            on_log(*line)
+                    else:
+                        return _outcome(message)
+        finally:
+            conn.close()
+
+    def describe_exit(self) -> str:
+        process = self._process
+        if process is None:
+            return "stopped"
+        code = process.poll()
+        return "still running" if code is None else _describe_returncode(code)
 
     # -- the process -----------------------------------------------------------------------------
 
@@ -232,233 +328,3 @@ def _describe_returncode(code: int | None) -> str:
     if code is not None and code < 0:
         return f"killed by signal {signal.Signals(-code).name}"
     return f"exited with code {code}"
-
-
-# -- one run ------------------------------------------------------------------------------------
-
-
-class _NotTaken(Exception):
-    """The connection closed before a child said it had the job."""
-
-
-class _Run:
-    """One run as the executor thread sees it: a socket for frames and a pipe for output."""
-
-    def __init__(
-        self, job: ChildJob, conn: socket.socket, on_log: OnLog, cancel: threading.Event,
-        started: float, deadline: float | None, exit_reason: Callable[[int], str],
-    ) -> None:
-        self.job = job
-        self.conn = conn
-        self.cancel = cancel
-        self.started = started
-        self.deadline = deadline
-        self.exit_reason = exit_reason
-        self.pid: int | None = None
-        self.output: _Output | None = None
-        self.on_log = on_log
-        self.buffer = bytearray()
-        # A frame bigger than this is not one the child sends: refuse it rather than hold it.
-        self.max_frame = job.max_result_bytes + 16 * MAX_ERROR_TEXT
-        self.poller = select.poll()
-        self.pending = memoryview(b"")
-
-    def watch(self, job_frame: bytes) -> ChildOutcome:
-        self.conn.setblocking(False)
-        self.pending = memoryview(job_frame)  # the job, sent as the child takes it
-        self.poller.register(self.conn, select.POLLIN | select.POLLOUT)
-        finished = False
-        try:
-            while True:
-                for fd, events in self.poller.poll(self._poll_ms()):
-                    if self.output is not None and fd == self.output.fd:
-                        if not self.output.read():
-                            self.poller.unregister(fd)  # every writer has closed it
-                        continue
-                    if events & select.POLLOUT:
-                        self._send()
-                    if events & ~select.POLLOUT:
-                        outcome = self._receive()
-                        if outcome is not None:
-                            finished = True
-                            return outcome
-                if self.cancel.is_set():
-                    finished = True
-                    return self._kill("cancelled", "killed: the run was cancelled")
-                if self.deadline is not None and time.monotonic() >= self.deadline:
-                    finished = True
-                    return self._kill("timeout", f"killed: the run exceeded its timeout of {self.job.timeout_s:g} s")
-        finally:
-            if not finished:  # on_log raised, or worse: the child must not run on unwatched
-                _kill_group(self.pid)
-            if self.output is not None:
-                self.output.close()
-
-    def _poll_ms(self) -> int:
-        wait = POLL_S
-        if self.deadline is not None:
-            wait = max(0.0, min(wait, self.deadline - time.monotonic()))
-        return int(wait * 1000) + 1
-
-    def _send(self) -> None:
-        try:
-            sent = self.conn.send(self.pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # the child died before reading its job: the EOF that follows says so
-            sent = len(self.pending)
-        self.pending = self.pending[sent:]
-        if not self.pending:
-            self.poller.modify(self.conn, select.POLLIN)
-
-    def _receive(self) -> ChildOutcome | None:
-        """Read from the socket; the outcome once it has come or the child is gone."""
-        try:
-            data, ancillary, _flags, _ = self.conn.recvmsg(1 << 16, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError:
-            data, ancillary = b"", []
-        for level, kind, fds in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                self._take_output(array.array("i", fds[: len(fds) - len(fds) % 4]))
-        if not data:
-            return self._crashed()
-        self.buffer += data
-        while len(self.buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self.buffer)
-            if size > self.max_frame:
-                _kill_group(self.pid)
-                return self._ended("crashed", exit_reason=f"the child sent a message of {size} bytes, past any limit")
-            if len(self.buffer) < HEADER.size + size:
-                break
-            body = bytes(self.buffer[HEADER.size: HEADER.size + size])
-            del self.buffer[: HEADER.size + size]
-            try:
-                frame = _frame_decoder.decode(body)
-            except msgspec.DecodeError as error:
-                _kill_group(self.pid)
-                return self._ended("crashed", exit_reason=f"the child sent an unreadable message: {error}")
-            if isinstance(frame, Started):
-                self.pid = frame.pid
-            elif isinstance(frame, Finished):
-                return self._ended("success", result=bytes(frame.result).decode())
-            elif isinstance(frame, Failed):
-                return self._ended("error", error=dict(frame.error))
-        return None
-
-    def _take_output(self, fds: array.array[int]) -> None:
-        for fd in fds:
-            if self.output is None:
-                self.output = _Output(fd, self.job, self.on_log)
-                self.poller.register(fd, select.POLLIN)
-            else:
-                os.close(fd)
-
-    def _ended(self, status: str, result: str | None = None, error: dict[str, Any] | None = None,
-               exit_reason: str = "") -> ChildOutcome:
-        if self.output is not None:
-            self.output.drain()  # the child wrote everything before its outcome: read it all
-        return ChildOutcome(status, result, error, time.monotonic() - self.started, exit_reason)
-
-    def _crashed(self) -> ChildOutcome:
-        if self.pid is None:
-            raise _NotTaken
-        outcome = self._ended("crashed")  # the output first: it may say why (faulthandler's traceback)
-        return dataclasses.replace(outcome, exit_reason=self.exit_reason(self.pid))
-
-    def _kill(self, status: str, reason: str) -> ChildOutcome:
-        _kill_group(self.pid)
-        return self._ended(status, exit_reason=reason)
-
-
-def _kill_group(pid: int | None) -> None:
-    if pid is None:  # it has not started: closing the connection stops it before the script does
-        return
-    for kill in (os.killpg, os.kill):  # the group, or the child alone if it has no group yet
-        try:
-            kill(pid, signal.SIGKILL)
-            return
-        except (ProcessLookupError, PermissionError):
-            continue
-
-
-# -- output -------------------------------------------------------------------------------------
-
-
-class _Output:
-    """A run's output pipe, read as log lines within the job's limits: past them, lines are
-    counted and dropped, and one marker line at the end says how many."""
-
-    def __init__(self, fd: int, job: ChildJob, on_log: OnLog) -> None:
-        os.set_blocking(fd, False)
-        self.fd = fd
-        self.on_log = on_log
-        self.max_lines = job.max_log_lines
-        self.max_bytes = job.max_log_bytes
-        self.lines = self.bytes = self.dropped = 0
-        self.partial = b""
-        self.skipping = False  # inside a line that was cut: drop the rest of it
-        self.closed = False
-
-    def read(self) -> bool:
-        """Read what is there; False at the end (every writer has closed the pipe)."""
-        try:
-            chunk = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return True
-        if not chunk:
-            return False
-        self._feed(chunk, time.time())
-        return True
-
-    def drain(self) -> None:
-        """Read what is in the pipe now. A process the script left behind may keep writing:
-        stop at an empty pipe, or after `DRAIN_S`."""
-        until = time.monotonic() + DRAIN_S
-        while time.monotonic() < until:
-            try:
-                chunk = os.read(self.fd, 1 << 16)
-            except BlockingIOError:
-                return
-            if not chunk:
-                return
-            self._feed(chunk, time.time())
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        os.close(self.fd)
-        now = time.time()
-        if self.partial and not self.skipping:
-            self._line(self.partial, now)  # the last line had no newline
-        if self.dropped:
-            limit = f"{self.max_lines} lines" if self.lines >= self.max_lines else f"{self.max_bytes} bytes"
-            self.on_log(now, "flowmill", f"[flowmill] log truncated after {self.lines} lines; "
-                                         f"{self.dropped} more lines were dropped (the limit is {limit})")
-
-    def _feed(self, chunk: bytes, now: float) -> None:
-        if self.skipping:
-            end = chunk.find(b"\n")
-            if end < 0:
-                return
-            chunk, self.skipping = chunk[end + 1:], False
-        *lines, self.partial = (self.partial + chunk).split(b"\n")
-        for line in lines:
-            self._line(line, now)
-        if len(self.partial) > MAX_LINE:  # a very long line: keep its start, drop the rest as it comes
-            self._line(self.partial, now)
-            self.partial, self.skipping = b"", True
-
-    def _line(self, raw: bytes, now: float) -> None:
-        kept = raw[:MAX_LINE].removesuffix(b"\r")
-        if self.lines >= self.max_lines or self.bytes + len(kept) > self.max_bytes:
-            self.dropped += 1
-            return
-        text = kept.decode("utf-8", "replace")
-        if len(raw) > MAX_LINE:
-            text += f" [flowmill] line cut at {MAX_LINE} bytes"
-        self.lines += 1
-        self.bytes += len(kept)
-        self.on_log(now, "stdout", text)

@@ -1,18 +1,19 @@
 """A run's log lines: kept in the database in batches, with live listeners told of each batch.
 
-Lines arrive on an executor thread. They are written in batches (every `FLUSH_LINES` lines or
-`FLUSH_S` seconds); after each batch, listeners on the event loop are woken to read the new
-lines from the database, so a listener never sees a line twice or misses one.
+Lines arrive on the event loop as the fork server reads them. They are written in batches
+(every `FLUSH_LINES` lines, or `FLUSH_S` after the first line of a batch), one batch after
+the other; after each batch, listeners are woken to read the new lines from the database, so
+a listener never sees a line twice or misses one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-from app.store.base import Statement
+from app.store.base import Database, Statement
 
 RESULT_STREAM_PREFIX = "WM_STREAM: "
 FLUSH_LINES = 500
@@ -57,21 +58,15 @@ class LogHub:
 
 
 class LogSink:
-    """Collects one run's lines on its executor thread."""
+    """Collects one run's lines and writes them in batches, in order."""
 
-    def __init__(
-        self,
-        job_id: str,
-        hub: LogHub,
-        loop: asyncio.AbstractEventLoop,
-        write: Callable[..., Any],
-    ) -> None:
+    def __init__(self, job_id: str, hub: LogHub, db: Database) -> None:
         self.job_id = job_id
         self._hub = hub
-        self._loop = loop
-        self._write = write
+        self._db = db
         self._buffer: list[tuple[int, str, str]] = []
-        self._flushed_at = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Task[None] | None = None  # the last batch's write: the next waits for it
         self.count = 0
 
     def line(self, ts: float, stream: str, text: str) -> None:
@@ -79,26 +74,44 @@ class LogSink:
         (Windmill's `append_to_result_stream`) is text of the result stream."""
         if text.startswith(RESULT_STREAM_PREFIX):
             stream, text = "result", text[len(RESULT_STREAM_PREFIX):].replace("\\n", "\n")
-        entry = (int(ts * 1000), stream, text)
-        self._buffer.append(entry)
+        self._buffer.append((int(ts * 1000), stream, text))
         self.count += 1
-        if len(self._buffer) >= FLUSH_LINES or time.monotonic() - self._flushed_at >= FLUSH_S:
+        if len(self._buffer) >= FLUSH_LINES:
             self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
 
     def note(self, text: str) -> None:
         """A line of Flowmill's own about the run (attempts, cache hits)."""
         self.line(time.time(), "flowmill", f"[flowmill] {text}")
 
     def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._buffer:
             lines, self._buffer = self._buffer, []
-            self._write(insert_lines(self.job_id, lines))
-            self._loop.call_soon_threadsafe(self._hub.publish, self.job_id)
-        self._flushed_at = time.monotonic()
+            self._writing = asyncio.get_running_loop().create_task(self._write(self._writing, insert_lines(self.job_id, lines)))
 
-    def take_pending(self) -> Statement | None:
-        """The unwritten lines as one statement, to commit with the run's completion."""
+    async def _write(self, previous: asyncio.Task[None] | None, statement: Statement) -> None:
+        if previous is not None:
+            await previous
+        try:
+            await self._db.write(statement)
+        except Exception:  # the run goes on; its final write says how it ended
+            logging.getLogger("flowmill.logs").exception("writing log lines of run %s failed", self.job_id)
+            return
+        self._hub.publish(self.job_id)
+
+    async def take_pending(self) -> list[Statement]:
+        """Once the batches under way are written: the unwritten lines, as statements to commit
+        with the run's completion."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._writing is not None:
+            await self._writing
         if not self._buffer:
-            return None
+            return []
         lines, self._buffer = self._buffer, []
-        return insert_lines(self.job_id, lines)
+        return [insert_lines(self.job_id, lines)]

@@ -4,9 +4,9 @@ A run is committed before anyone hears of it: an asynchronous run answers with i
 the INSERT; a synchronous one is written RUNNING (owned by this process, so the executor
 skips the claim) and answered with the result once the final status is committed.
 
-`run_script` is what the executor calls on one of its threads: it prepares the child (the
-script version, its dependencies, `$res:`/`$var:` arguments, the WM_* environment with a
-token scoped to the run) and hands it to the fork server.
+`run_script` is what the executor awaits for each run: it prepares the child (the script
+version, its dependencies, `$res:`/`$var:` arguments, the WM_* environment with a token
+scoped to the run) and hands it to the fork server.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import collections
 import hashlib
 import logging
 import os
-import threading
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from app.config import Settings
-from app.engine.executor import Executor, Outcome, QueuedJob, now_ms
+from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
 from app.engine.forkserver import ChildJob, ForkServer
 from app.engine.logs import LogSink
 from app.errors import BadRequest, NotFound, TooLarge
@@ -93,9 +91,8 @@ class Jobs:
         self.resources = resources
         self.jwt = jwt
         self.forkserver = forkserver
-        self.executor = Executor(db, self.run_script, threads=2 * settings.workers)
+        self.executor = Executor(db, self.run_script, capacity=2 * settings.workers)
         self.cache_dir = settings.home / "cache" / "python"
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
         self.started: collections.Counter[str] = collections.Counter()  # runs started, by trigger kind
@@ -104,7 +101,6 @@ class Jobs:
 
     async def start(self) -> None:
         """Recover interrupted runs, start the executor and queue what was waiting."""
-        self._loop = asyncio.get_running_loop()
         await self._recover()
         await self.executor.start()
         await self._pick_up_queued()
@@ -302,7 +298,7 @@ class Jobs:
             env={"WM_WORKSPACE": actor.workspace, "WM_USERNAME": actor.username or "", "WM_JOB_PATH": version["path"]},
             memory_limit_mb=self.settings.job_memory_limit_mb,
         )
-        outcome = await asyncio.to_thread(self.forkserver.run, child, lambda *line: None, threading.Event())
+        outcome = await (await self.forkserver.submit(child, lambda *line: None)).outcome
         if outcome.status != "success" or outcome.result is None:
             message = (outcome.error or {}).get("message") or outcome.exit_reason or outcome.status
             raise BadRequest(f"the script {path} ended {outcome.status}: {message}")
@@ -359,16 +355,11 @@ class Jobs:
         if result.rowcount == 0:
             raise NotFound(f"no job {job_id}")
 
-    # -- running (on an executor thread) ------------------------------------------------------------------
+    # -- running (awaited by the executor) -------------------------------------------------------------
 
-    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def run_script(self, job: QueuedJob, sink: LogSink, cancel: threading.Event) -> Outcome:
-        """Carry out one run of a script; called by the executor."""
-        row = self.db.fetchrow_from_thread(
-            self._loop,
+    async def run_script(self, job: QueuedJob, sink: LogSink, cancel: CancelToken) -> Outcome:
+        """Carry out one run of a script; awaited by the executor."""
+        row = await self.db.fetchrow(
             "SELECT j.args, j.event, j.created_by, j.root_job, j.parent_job, v.hash, v.content, v.settings, v.lock, v.path "
             "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
             job.id,
@@ -376,18 +367,18 @@ class Jobs:
         if row is None:
             return Outcome("FAILED", error={"name": "ScriptMissing", "message": "the script version of this run was deleted"})
         settings = self._settings_of(row)
-        cached = self._cached(row, settings, sink)
+        cached = await self._cached(row, settings, sink)
         if cached is not None:
             return cached
         args = msgspec.json.decode(row["args"])
-        if "$res:" in row["args"] or "$var:" in row["args"]:  # only then is the event loop needed
+        if "$res:" in row["args"] or "$var:" in row["args"]:
             actor = Actor(row["created_by"] or None, job.workspace, "executor")
             try:
-                args = self._call(self.resources.resolve(actor, args))
+                args = await self.resources.resolve(actor, args)
             except Exception as error:  # a $res:/$var: argument that does not resolve
                 return Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
         try:
-            environment = self._environment(row, sink)
+            environment = await self._environment(row, sink)
         except InstallError as error:
             sink.note(f"installing the dependencies failed:\n{error.message}")
             return Outcome("FAILED", error={"name": "DependencyInstallError", "message": error.message})
@@ -397,7 +388,9 @@ class Jobs:
             memory_limit_mb=self.settings.job_memory_limit_mb,
             preprocessor_event=_decode(row["event"]),
         )
-        outcome = self.forkserver.run(child, sink.line, cancel)
+        handle = await self.forkserver.submit(child, sink.line)
+        cancel.on_cancel(handle.cancel)
+        outcome = await handle.outcome
         status = _CHILD_STATUS[outcome.status]
         if outcome.status == "success":
             return Outcome(status, result=outcome.result)
@@ -410,32 +403,33 @@ class Jobs:
             error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
         return Outcome(status, error=error)
 
-    def _cached(self, row: Row, settings: ScriptSettings, sink: LogSink) -> Outcome | None:
+    async def _cached(self, row: Row, settings: ScriptSettings, sink: LogSink) -> Outcome | None:
         if not settings.cache_ttl:
             return None
         key = hashlib.sha256(f"{row['hash']}\0{row['args']}".encode()).hexdigest()[:32]
-        hit = self._call(self.db.fetchrow(
+        hit = await self.db.fetchrow(
             "SELECT id, result FROM job WHERE cache_key = $1 AND status = 'SUCCESS' AND finished_at >= $2 "
             "ORDER BY finished_at DESC LIMIT 1",
             key, now_ms() - int(settings.cache_ttl * 1000),
-        ))
-        self._call(self.db.execute("UPDATE job SET cache_key = $1 WHERE id = $2", key, sink.job_id))
+        )
+        await self.db.execute("UPDATE job SET cache_key = $1 WHERE id = $2", key, sink.job_id)
         if hit is None:
             return None
         sink.note(f"result reused from run {hit['id']} (cached for {settings.cache_ttl:g} s)")
         return Outcome("SUCCESS", result=hit["result"])
 
-    def _environment(self, row: Row, sink: LogSink) -> Path | None:
+    async def _environment(self, row: Row, sink: LogSink) -> Path | None:
+        """The folder of the script's packages (installed on first use, in a thread), or None."""
         if row["lock"]:
-            return ensure_locked_environment(row["lock"], self.cache_dir).path
+            return (await asyncio.to_thread(ensure_locked_environment, row["lock"], self.cache_dir)).path
         requirements = self._requirements.get(row["hash"])
         if requirements is None:
             requirements = self._requirements[row["hash"]] = infer_requirements(row["content"])
         if not requirements:
             return None
         sink.note(f"dependencies: {', '.join(requirements)}")
-        environment = ensure_environment(requirements, self.cache_dir)
-        self._call(self.scripts.remember_lock(row["hash"], environment.lock))
+        environment = await asyncio.to_thread(ensure_environment, requirements, self.cache_dir)
+        await self.scripts.remember_lock(row["hash"], environment.lock)
         return environment.path
 
     def _env(self, job: QueuedJob, row: Row) -> dict[str, str]:

@@ -71,19 +71,6 @@ class Database(abc.ABC):
     async def write(self, *statements: Statement) -> list[Result]:
         """Apply `statements` in one transaction; return once it is committed."""
 
-    def write_from_thread(self, loop: Any, *statements: Statement) -> list[Result]:
-        """`write`, called from a thread other than the event loop's (the executor's);
-        blocks until committed. Backends may skip the event loop altogether."""
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(self.write(*statements), loop).result()
-
-    def fetchrow_from_thread(self, loop: Any, sql: str, *args: Any) -> Row | None:
-        """`fetchrow`, called from a thread other than the event loop's (the executor's)."""
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(self.fetchrow(sql, *args), loop).result()
-
     async def execute(self, sql: str, *args: Any) -> Result:
         """One write statement, committed on return."""
         return (await self.write(Statement(sql, args)))[0]

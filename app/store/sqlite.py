@@ -10,7 +10,6 @@ thread with a connection of its own, which in WAL mode never waits for the write
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import queue
 import re
 import sqlite3
@@ -43,10 +42,7 @@ def _classify(error: sqlite3.Error) -> StoreError:
 class _Pending:
     __slots__ = ("statements", "future", "loop")
 
-    def __init__(
-        self, statements: tuple[Statement, ...], future: asyncio.Future | concurrent.futures.Future,
-        loop: asyncio.AbstractEventLoop | None,
-    ):
+    def __init__(self, statements: tuple[Statement, ...], future: asyncio.Future, loop: asyncio.AbstractEventLoop):
         self.statements = statements
         self.future = future
         self.loop = loop
@@ -142,19 +138,7 @@ class SQLiteDatabase(Database):
         # Indexed point reads take microseconds: a thread hop would cost more than the query.
         return self._read(sql, args).fetchall()
 
-    def fetchrow_from_thread(self, loop: Any, sql: str, *args: Any) -> Row | None:
-        # The calling thread's own reader: no trip through the event loop.
-        return self._read(sql, args).fetchone()
-
     # -- writes ------------------------------------------------------------------------------
-
-    def write_from_thread(self, loop: Any, *statements: Statement) -> list[Result]:
-        # Straight to the writer thread and back: no trip through the event loop.
-        if self._writer is None:
-            raise StoreError("the database is closed")
-        future: concurrent.futures.Future[list[Result]] = concurrent.futures.Future()
-        self._queue.put(_Pending(statements, future, None))
-        return future.result()
 
     async def write(self, *statements: Statement) -> list[Result]:
         if self._writer is None:
@@ -196,17 +180,10 @@ class SQLiteDatabase(Database):
             outcomes = self._apply(conn, batch, isolate=True)
         self._batches += 1
         self._writes += len(batch)
-        # One wake-up per event loop and batch, not one per write; threads are woken directly.
+        # One wake-up per event loop and batch, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]] = {}
         for outcome in outcomes:
-            item = outcome[0]
-            if item.loop is None:
-                if outcome[2] is None:
-                    item.future.set_result(outcome[1])
-                else:
-                    item.future.set_exception(outcome[2])
-            else:
-                by_loop.setdefault(item.loop, []).append(outcome)
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_settle, settled)
 

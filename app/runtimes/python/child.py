@@ -1,26 +1,25 @@
 """The fork server and its children: each child runs one script, in a process of its own.
 
 The fork server (`flowmill _forkserver`) is a long-lived process that has imported what
-scripts usually need, then keeps a few children forked ahead of demand, each blocked in
-`accept()` on a Unix socket. The child that accepts a connection runs exactly one script and
-exits; it tells the fork server at once, which forks a replacement, so the fork is off the
-critical path of the next run. The fork server reaps its children and answers, on a second
-socket, how one of them ended, for the Flowmill server to say why a run died.
+scripts usually need, then keeps a few children forked ahead of demand, each blocked reading
+its job from a socket pair. A child runs exactly one script and exits; the fork server forks
+a replacement once the run is handed over, so the fork is off the critical path of the next run.
 
-A child talks to the Flowmill server in frames (a 4-byte length, then msgspec JSON): it reads
-the job, answers `Started` with its pid and, attached to that frame, the read end of the pipe
-that its stdout and stderr are redirected to; then `Finished` or `Failed`. The Flowmill server
-reads the pipe itself, so output written just before a crash is not lost with the child.
+The fork server also watches the runs, so that the Flowmill server does not have to: it
+reads each child's output pipe into log lines (within the job's limits), enforces the
+timeout, kills a run on request, and sees how a child ended when it reaps it. The Flowmill
+server keeps one connection to it and multiplexes its runs over it: `Run` and `Cancel` go
+in; `Output` and `Ended` come back. Everything is framed the same way: a 4-byte length,
+then msgspec JSON.
 
 The fork server exits when its stdin closes: that is the Flowmill server going away, even by
-`kill -9`. Its children die with it (PR_SET_PDEATHSIG).
+`kill -9`. Its children die with it (PR_SET_PDEATHSIG). A client's connection that closes
+takes that client's runs with it.
 """
 
 from __future__ import annotations
 
-import array
 import base64
-import collections
 import ctypes
 import dataclasses
 import datetime
@@ -31,10 +30,12 @@ import linecache
 import os
 import resource
 import select
+import selectors
 import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 import types
 import typing
@@ -63,10 +64,39 @@ class ChildJob:
     entrypoint: str = "main"
 
 
-class Started(msgspec.Struct, tag_field="t", tag="started"):
-    """The child has the job; the read end of its output pipe travels with this frame."""
+class Run(msgspec.Struct, tag_field="t", tag="run"):
+    """Client -> fork server: start `job` (an encoded ChildJob, handed to the child as it is)."""
 
-    pid: int
+    id: int
+    job: msgspec.Raw
+    timeout_s: float | None = None
+    max_log_lines: int = 20_000
+    max_log_bytes: int = 8 * 1024 * 1024
+    max_result_bytes: int = 10 * 1024 * 1024
+
+
+class Cancel(msgspec.Struct, tag_field="t", tag="cancel"):
+    """Client -> fork server: kill run `id`; its `Ended` says cancelled."""
+
+    id: int
+
+
+class Output(msgspec.Struct, tag_field="t", tag="output"):
+    """Fork server -> client: log lines of run `id`, as (epoch seconds, stream, text)."""
+
+    id: int
+    lines: list[tuple[float, str, str]]
+
+
+class Ended(msgspec.Struct, tag_field="t", tag="ended"):
+    """Fork server -> client: how run `id` ended; every line of its output was sent before."""
+
+    id: int
+    status: str  # success, error (raised by the script), timeout, cancelled, crashed
+    result: msgspec.Raw = msgspec.Raw(b"null")  # with success: main's return value, as JSON
+    error: dict[str, str] | None = None  # with error: name, message, traceback
+    exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
+    duration_s: float = 0.0
 
 
 class Finished(msgspec.Struct, tag_field="t", tag="result"):
@@ -77,7 +107,9 @@ class Failed(msgspec.Struct, tag_field="t", tag="error"):
     error: dict[str, str]  # name, message, traceback
 
 
-Frame = Started | Finished | Failed
+ChildFrame = Finished | Failed  # what a child answers
+ClientFrame = Run | Cancel  # what a client asks
+ServerFrame = Output | Ended  # what the fork server tells a client
 
 HEADER = struct.Struct(">I")
 SCRIPT_MODULE = "__flowmill_script__"  # not "__main__": `if __name__ == "__main__"` blocks stay idle
@@ -99,22 +131,46 @@ def encode_frame(message: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
+def run_frame(run_id: int, job: ChildJob) -> bytes:
+    """The `Run` frame of `job`."""
+    return encode_frame(Run(run_id, msgspec.Raw(_encoder.encode(job)), job.timeout_s, job.max_log_lines,
+                            job.max_log_bytes, job.max_result_bytes))
+
+
+class FrameReader:
+    """Splits a byte stream into frame bodies; refuses a frame bigger than `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buffer += data
+        bodies = []
+        while len(self.buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self.buffer)
+            if size > self.limit:
+                raise ValueError(f"a message of {size} bytes, past any limit")
+            if len(self.buffer) < HEADER.size + size:
+                break
+            bodies.append(bytes(self.buffer[HEADER.size: HEADER.size + size]))
+            del self.buffer[: HEADER.size + size]
+        return bodies
+
+
 # -- the child: one run -------------------------------------------------------------------------
 
 
-def _capture_output() -> int:
-    """Point fds 1 and 2 at one pipe, so that print(), C-level writes and subprocesses are all
-    captured, in the order they were written; return the pipe's read end."""
-    read_end, write_end = os.pipe()
+def _capture_output(write_end: int) -> None:
+    """Point fds 1 and 2 at the output pipe, so that print(), C-level writes and subprocesses
+    are all captured, in the order they were written."""
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
-    os.close(write_end)
     # Line-buffered, so that a line reaches the log when it is printed; they live as long as the process.
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     # A segfault or os.abort() leaves its Python traceback in the run's log.
     faulthandler.enable(sys.stderr)
-    return read_end
 
 
 def _read_job(conn: socket.socket) -> ChildJob:
@@ -132,8 +188,8 @@ def _read_job(conn: socket.socket) -> ChildJob:
 
 
 def _reset_environment() -> None:
-    """Keep only the base environment. Done while idle, as it is the same for every run and,
-    just after the fork, slow: every page it touches is copied."""
+    """Keep only the base environment. Done once in the fork server, not in each child: just
+    after a fork every page touched is copied."""
     base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
     base.setdefault("PATH", os.defpath)
     os.environ.clear()  # also unsets them for the subprocesses the script starts
@@ -268,7 +324,7 @@ def _flush_output(libc: ctypes.CDLL) -> None:
     libc.fflush(None)  # what C code printed through stdio, which _exit would drop
 
 
-def run_one(conn: socket.socket, output: int, libc: ctypes.CDLL) -> None:
+def run_one(conn: socket.socket, libc: ctypes.CDLL) -> None:
     """Take one job from `conn`, run it, and answer."""
     try:
         job = _read_job(conn)
@@ -276,8 +332,6 @@ def run_one(conn: socket.socket, output: int, libc: ctypes.CDLL) -> None:
         conn.sendall(encode_frame(_error("InvalidJob", f"the run's job is malformed: {error}")))
         return
     me = os.getpid()
-    conn.sendmsg([encode_frame(Started(me))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [output]))])
-    os.close(output)
     filename = job.path if job.path.endswith(".py") else f"{job.path}.py"
     _enter(job, filename)
     outcome = _execute(job, filename)
@@ -288,28 +342,34 @@ def run_one(conn: socket.socket, output: int, libc: ctypes.CDLL) -> None:
         frame = encode_frame(outcome)
     except MemoryError:  # under the memory limit, a large traceback may not fit
         frame = encode_frame(_error("MemoryError", "the run's outcome did not fit in its memory limit"))
-    # Everything the script wrote is in the pipe before the outcome is sent: the server, once it
-    # has the outcome, reads the pipe to its end and misses nothing.
+    # Everything the script wrote is in the pipe before the outcome is sent: the fork server,
+    # once it has the outcome, reads the pipe to its end and misses nothing.
     conn.sendall(frame)
 
 
-def _child(listener: socket.socket, took: int, close: list[int], parent: int, libc: ctypes.CDLL) -> NoReturn:
-    """What a freshly forked child does: get ready while idle, wait for one run, run it, exit."""
+_JOB_FD = 3  # where a child keeps its end of the socket pair; every other descriptor above 2 is closed
+
+
+def _child(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> NoReturn:
+    """What a freshly forked child does: get ready while idle, wait for its run, run it, exit."""
     try:
-        if _wait_and_run(listener, took, close, parent, libc):
+        if _wait_and_run(conn_fd, output, parent, libc):
             # Nothing the script started outlives its run (the child is in the group: this is its exit).
             os.killpg(0, signal.SIGKILL)
         os._exit(0)
     except BaseException:  # noqa: BLE001 - a child must never return into the fork server's loop
-        traceback.print_exc()  # into the run's log when the pipe is in place, else the fork server's
+        traceback.print_exc()  # into the run's log once the pipe is in place, else the fork server's
     finally:
         os._exit(EXIT_RUNNER_FAILED)
 
 
-def _wait_and_run(listener: socket.socket, took: int, close: list[int], parent: int, libc: ctypes.CDLL) -> bool:
+def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> bool:
     signal.set_wakeup_fd(-1)
-    for fd in close:
-        os.close(fd)
+    _capture_output(output)
+    os.dup2(conn_fd, _JOB_FD)
+    # The fork server's other descriptors (its listener, its clients, other runs' pipes) are
+    # not the script's business.
+    os.closerange(_JOB_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the fork server's stdin is its parent's pipe: not the script's
     os.close(devnull)
@@ -320,13 +380,8 @@ def _wait_and_run(listener: socket.socket, took: int, close: list[int], parent: 
     if os.getppid() != parent:  # the fork server died before the line above
         return False
     os.setsid()  # its own process group: a kill of the group reaches whatever the script starts
-    _reset_environment()
-    output = _capture_output()
-    conn, _ = listener.accept()
-    os.write(took, struct.pack("=i", os.getpid()))
-    os.close(took)  # out of the script's reach, like the listener
-    listener.close()
-    run_one(conn, output, libc)
+    conn = socket.socket(fileno=_JOB_FD)
+    run_one(conn, libc)
     conn.close()
     return True
 
@@ -334,63 +389,335 @@ def _wait_and_run(listener: socket.socket, took: int, close: list[int], parent: 
 # -- the fork server ----------------------------------------------------------------------------
 
 
-class _Children:
-    """The fork server's book of its children: which are idle, which run, how recent ones ended,
-    and who waits to hear how a running one ends."""
+MAX_LINE = 16 * 1024
+DRAIN_S = 0.5  # after a run ends: how long to keep reading output that is still being written
 
-    KEEP_EXITS = 1024
 
-    def __init__(self) -> None:
-        self.idle: set[int] = set()
-        self.running: set[int] = set()
-        self.exits: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self.askers: dict[int, list[socket.socket]] = {}
+class _Output:
+    """A run's output pipe, read as log lines within the job's limits: past them, lines are
+    counted and dropped, and one marker line at the end says how many."""
 
-    def took_run(self, pid: int) -> None:
-        self.idle.discard(pid)
-        if pid not in self.exits:  # it may have run and been reaped already
-            self.running.add(pid)
+    def __init__(self, fd: int, max_lines: int, max_bytes: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self.lines = self.bytes = self.dropped = 0
+        self.partial = b""
+        self.skipping = False  # inside a line that was cut: drop the rest of it
+        self.pending: list[tuple[float, str, str]] = []  # read, not yet sent
+
+    def read(self) -> bool:
+        """Read what is there; False at the end (every writer has closed the pipe)."""
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        self._feed(chunk, time.time())
+        return True
+
+    def drain(self) -> None:
+        """Read what is in the pipe now. A process the script left behind may keep writing:
+        stop at an empty pipe, or after `DRAIN_S`."""
+        until = time.monotonic() + DRAIN_S
+        while time.monotonic() < until and self.read():
+            try:
+                if not select.select([self.fd], [], [], 0)[0]:
+                    return
+            except (OSError, ValueError):
+                return
+
+    def finish(self) -> None:
+        """The last line without a newline, and the truncation marker."""
+        now = time.time()
+        if self.partial and not self.skipping:
+            self._line(self.partial, now)
+            self.partial = b""
+        if self.dropped:
+            limit = f"{self.max_lines} lines" if self.lines >= self.max_lines else f"{self.max_bytes} bytes"
+            self.pending.append((now, "flowmill", f"[flowmill] log truncated after {self.lines} lines; "
+                                                  f"{self.dropped} more lines were dropped (the limit is {limit})"))
+            self.dropped = 0
+
+    def _feed(self, chunk: bytes, now: float) -> None:
+        if self.skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            chunk, self.skipping = chunk[end + 1:], False
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        for line in lines:
+            self._line(line, now)
+        if len(self.partial) > MAX_LINE:  # a very long line: keep its start, drop the rest as it comes
+            self._line(self.partial, now)
+            self.partial, self.skipping = b"", True
+
+    def _line(self, raw: bytes, now: float) -> None:
+        kept = raw[:MAX_LINE].removesuffix(b"\r")
+        if self.lines >= self.max_lines or self.bytes + len(kept) > self.max_bytes:
+            self.dropped += 1
+            return
+        text = kept.decode("utf-8", "replace")
+        if len(raw) > MAX_LINE:
+            text += f" [flowmill] line cut at {MAX_LINE} bytes"
+        self.lines += 1
+        self.bytes += len(kept)
+        self.pending.append((now, "stdout", text))
+
+
+class _Child:
+    """A forked child: its pid, the fork server's end of its socket pair, its output pipe."""
+
+    __slots__ = ("pid", "conn", "output_fd")
+
+    def __init__(self, pid: int, conn: socket.socket, output_fd: int) -> None:
+        self.pid = pid
+        self.conn = conn
+        self.output_fd = output_fd
+
+
+class _Client:
+    """A connection from a Flowmill server; its runs end with it."""
+
+    SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long is dropped
+
+    def __init__(self, conn: socket.socket) -> None:
+        conn.settimeout(self.SEND_TIMEOUT_S)
+        self.conn = conn
+        self.frames = FrameReader(64 * 1024 * 1024)
+        self.runs: dict[int, _Running] = {}
+        self.gone = False
+
+    def send(self, message: Any) -> None:
+        if self.gone:
+            return
+        try:
+            self.conn.sendall(encode_frame(message))
+        except OSError:
+            self.gone = True
+
+
+class _Running:
+    """A run in a child, as the fork server watches it."""
+
+    def __init__(self, client: _Client, request: Run, child: _Child) -> None:
+        self.client = client
+        self.id = request.id
+        self.child = child
+        self.started = time.monotonic()
+        self.deadline = self.started + request.timeout_s if request.timeout_s is not None else None
+        self.timeout_s = request.timeout_s
+        self.output = _Output(child.output_fd, request.max_log_lines, request.max_log_bytes)
+        self.answer = FrameReader(request.max_result_bytes + 16 * MAX_ERROR_TEXT)
+        self.output_open = True
+        self.conn_open = True
+        self.exit_status: int | None = None
+
+
+_child_frames = msgspec.json.Decoder(ChildFrame)
+_client_frames = msgspec.json.Decoder(ClientFrame)
+
+
+class _ForkServer:
+    """The fork server's loop: idle children, clients, and the runs they asked for."""
+
+    def __init__(self, listener: socket.socket, idle: int, libc: ctypes.CDLL) -> None:
+        self.listener = listener
+        self.idle_target = max(1, idle)  # with none, a run would wait for a fork
+        self.libc = libc
+        self.selector = selectors.DefaultSelector()
+        self.idle: list[_Child] = []
+        self.running: dict[int, _Running] = {}  # by pid
+        self.me = os.getpid()
+
+    # -- children --------------------------------------------------------------------------------
+
+    def fork(self) -> _Child | None:
+        ours, theirs = socket.socketpair()
+        output_r, output_w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as error:  # out of processes or memory: try again on the next round
+            print(f"flowmill fork server: fork failed: {error}", file=sys.stderr, flush=True)
+            for fd in (output_r, output_w):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            _child(theirs.fileno(), output_w, self.me, self.libc)
+        theirs.close()
+        os.close(output_w)
+        return _Child(pid, ours, output_r)
+
+    def top_up(self) -> None:
+        while len(self.idle) < self.idle_target:
+            child = self.fork()
+            if child is None:
+                return
+            self.idle.append(child)
 
     def reap(self) -> None:
-        while self.idle or self.running:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            self.idle.discard(pid)  # an idle child that died is replaced like one that ran
-            self.running.discard(pid)
-            self.exits[pid] = status
-            while len(self.exits) > self.KEEP_EXITS:
-                self.exits.popitem(last=False)
-            for asker in self.askers.pop(pid, []):
-                _answer(asker, describe_exit(status))
-
-    def ask(self, conn: socket.socket) -> None:
-        """Answer "how did pid X end?" now, or once it has ended."""
-        try:
-            conn.settimeout(0.5)
-            pid = int(conn.recv(32).strip() or b"0")
-        except (OSError, ValueError):
-            conn.close()
-            return
-        self.reap()
-        if pid in self.exits:
-            _answer(conn, describe_exit(self.exits[pid]))
-        elif pid in self.running or pid in self.idle:
-            self.askers.setdefault(pid, []).append(conn)
-        else:
-            _answer(conn, f"unknown (pid {pid} is not a recent child of the fork server)")
+            run = self.running.get(pid)
+            if run is not None:
+                run.exit_status = status
+                self._read_answer(run)  # what it sent just before it exited
+                if pid in self.running:
+                    self.end(run, "crashed", exit_reason=describe_exit(status))
+                continue
+            for child in self.idle:
+                if child.pid == pid:  # an idle child that died is replaced like one that ran
+                    self.idle.remove(child)
+                    child.conn.close()
+                    os.close(child.output_fd)
+                    break
 
     def kill_all(self) -> None:
-        for pid in self.idle | self.running:
-            for kill in (os.killpg, os.kill):  # the group first: it holds what the script started
-                try:
-                    kill(pid, signal.SIGKILL)
-                    break
-                except (ProcessLookupError, PermissionError):
-                    continue
+        for child in [*self.idle, *(run.child for run in self.running.values())]:
+            _kill_group(child.pid)
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def accept(self) -> None:
+        conn, _ = self.listener.accept()
+        client = _Client(conn)
+        self.selector.register(conn, selectors.EVENT_READ, client)
+
+    def from_client(self, client: _Client) -> None:
+        try:
+            data = client.conn.recv(1 << 16)
+            bodies = client.frames.feed(data) if data else []
+            requests = [_client_frames.decode(body) for body in bodies]
+        except (OSError, ValueError, msgspec.DecodeError):
+            data, requests = b"", []
+        for request in requests:
+            if isinstance(request, Run):
+                self.start(client, request)
+            elif request.id in client.runs:
+                self.kill(client.runs[request.id], "cancelled", "killed: the run was cancelled")
+        if not data or client.gone:
+            self.drop(client)
+
+    def drop(self, client: _Client) -> None:
+        """The client went away: so do its runs."""
+        client.gone = True
+        for run in list(client.runs.values()):
+            self.kill(run, "cancelled", "killed: the client went away")
+        self.selector.unregister(client.conn)
+        client.conn.close()
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def start(self, client: _Client, request: Run) -> None:
+        child = self.idle.pop() if self.idle else self.fork()
+        if child is None:
+            client.send(Ended(request.id, "crashed", exit_reason="the fork server could not fork a child"))
+            return
+        run = _Running(client, request, child)
+        self.running[child.pid] = run
+        client.runs[run.id] = run
+        try:
+            child.conn.sendall(HEADER.pack(len(request.job)) + bytes(request.job))  # the child is waiting for it
+        except OSError:
+            pass  # it died while idle: its reaping ends the run
+        self.selector.register(child.conn, selectors.EVENT_READ, run)
+        self.selector.register(child.output_fd, selectors.EVENT_READ, ("output", run))
+
+    def from_child(self, run: _Running) -> None:
+        self._read_answer(run)
+
+    def _read_answer(self, run: _Running) -> None:
+        child = run.child
+        while run.conn_open:
+            try:
+                data = child.conn.recv(1 << 16, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                run.conn_open = False
+                self.selector.unregister(child.conn)
+                if run.exit_status is not None:
+                    self.end(run, "crashed", exit_reason=describe_exit(run.exit_status))
+                return  # otherwise its reaping says how it ended
+            try:
+                bodies = run.answer.feed(data)
+                frames = [_child_frames.decode(body) for body in bodies]
+            except (ValueError, msgspec.DecodeError) as error:
+                self.kill(run, "crashed", f"the child sent an unreadable message: {error}")
+                return
+            for frame in frames:
+                if isinstance(frame, Finished):
+                    self.end(run, "success", result=frame.result)
+                else:
+                    self.end(run, "error", error=frame.error)
+                return
+
+    def from_output(self, run: _Running) -> None:
+        if not run.output.read():
+            self._close_output(run)
+
+    def _close_output(self, run: _Running) -> None:
+        if run.output_open:
+            run.output_open = False
+            self.selector.unregister(run.output.fd)
+
+    def kill(self, run: _Running, status: str, reason: str) -> None:
+        _kill_group(run.child.pid)
+        self.end(run, status, exit_reason=reason)
+
+    def end(self, run: _Running, status: str, result: msgspec.Raw = msgspec.Raw(b"null"),
+            error: dict[str, str] | None = None, exit_reason: str = "") -> None:
+        """Send the rest of the output, then the outcome; forget the run."""
+        if run.output_open:
+            run.output.drain()  # the child wrote everything before its outcome: read it all
+            self._close_output(run)
+        os.close(run.output.fd)
+        run.output.finish()
+        self.send_output(run)
+        run.client.send(Ended(run.id, status, result, error, exit_reason, time.monotonic() - run.started))
+        if run.conn_open:
+            run.conn_open = False
+            self.selector.unregister(run.child.conn)
+        run.child.conn.close()
+        self.running.pop(run.child.pid, None)
+        run.client.runs.pop(run.id, None)
+
+    def send_output(self, run: _Running) -> None:
+        if run.output.pending:
+            lines, run.output.pending = run.output.pending, []
+            run.client.send(Output(run.id, lines))
+
+    def check_deadlines(self, now: float) -> float:
+        """Kill the runs past their timeout; seconds until the next deadline (at most 1)."""
+        wait = 1.0
+        for run in list(self.running.values()):
+            if run.deadline is None:
+                continue
+            if now >= run.deadline:
+                self.kill(run, "timeout", f"killed: the run exceeded its timeout of {run.timeout_s:g} s")
+            else:
+                wait = min(wait, run.deadline - now)
+        return wait
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):  # the group first: it holds what the script started
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except (ProcessLookupError, PermissionError):
+            continue
 
 
 def describe_exit(status: int) -> str:
@@ -402,15 +729,6 @@ def describe_exit(status: int) -> str:
         except ValueError:
             return f"killed by signal {number}"
     return f"exited with code {os.WEXITSTATUS(status)}"
-
-
-def _answer(conn: socket.socket, text: str) -> None:
-    try:
-        conn.sendall(text.encode())
-    except OSError:
-        pass  # the asker gave up waiting
-    finally:
-        conn.close()
 
 
 def _preload() -> ctypes.CDLL:
@@ -449,64 +767,66 @@ NICENESS = 10
 
 def serve(socket_path: str, idle: int, ready_fd: int | None = None) -> None:
     """The fork server's main loop (the hidden `flowmill _forkserver` command): keep `idle`
-    children waiting on `socket_path`, answer exit statuses on `<socket_path>.status`, write
-    one byte to `ready_fd` once runs can be served, and end when stdin closes or on SIGTERM."""
+    children ready, serve clients on `socket_path`, write one byte to `ready_fd` once runs can
+    be served, and end when stdin closes or on SIGTERM."""
     # User code yields the CPU to the server when both want it: accepting a request (and
     # committing its run) stays fast under load, and queued runs use what is left.
     os.nice(NICENESS)
     libc = _preload()
-    idle = max(1, idle)  # with none, runs would wait for a child that never comes
-    status_path = socket_path + ".status"
+    _reset_environment()
     listener = _listen(socket_path, 256)
-    status = _listen(status_path, 64)
-    took_r, took_w = os.pipe()  # children write their pid here when they take a run
-    wake_r, wake_w = os.pipe()  # a SIGCHLD wakes select() through this
+    wake_r, wake_w = os.pipe()  # a SIGCHLD wakes the selector through this
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for Flowmill, which then stops us
+    server = _ForkServer(listener, idle, libc)
+    parent_pipe = sys.stdin.fileno()
+    selector = server.selector
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wake_r, selectors.EVENT_READ, "wake")
+    selector.register(parent_pipe, selectors.EVENT_READ, "parent")
     # What is loaded now is shared with every child: keep the collector from touching it (and
     # so copying its pages) in each of them.
     gc.collect()
     gc.freeze()
-    children = _Children()
-    parent_pipe = sys.stdin.fileno()
-    me = os.getpid()
     try:
         while True:
-            while len(children.idle) < idle:
-                close = [took_r, wake_r, wake_w, status.fileno()] + ([ready_fd] if ready_fd is not None else [])
-                try:
-                    pid = os.fork()
-                except OSError as error:  # out of processes or memory: try again shortly
-                    print(f"flowmill fork server: fork failed: {error}", file=sys.stderr, flush=True)
-                    break
-                if pid == 0:
-                    _child(listener, took_w, close, me, libc)
-                children.idle.add(pid)
+            server.top_up()
             if ready_fd is not None:
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)
                 ready_fd = None
-            ready, _, _ = select.select([took_r, status, parent_pipe, wake_r], [], [], 1.0)
-            if wake_r in ready:
-                os.read(wake_r, 4096)
-            if took_r in ready:
-                data = os.read(took_r, 4096)  # whole pids: a pipe write this small is atomic
-                for (pid,) in struct.iter_unpack("=i", data[: len(data) - len(data) % 4]):
-                    children.took_run(pid)
-            if parent_pipe in ready and not os.read(parent_pipe, 4096):
-                return  # the Flowmill server is gone
-            children.reap()
-            if status in ready:
-                conn, _ = status.accept()
-                children.ask(conn)
+            wait = server.check_deadlines(time.monotonic())
+            for key, _events in selector.select(wait):
+                what = key.data
+                if what == "wake":
+                    os.read(wake_r, 4096)
+                elif what == "accept":
+                    server.accept()
+                elif what == "parent":
+                    if not os.read(parent_pipe, 4096):
+                        return  # the Flowmill server is gone
+                elif isinstance(what, _Client):
+                    if not what.gone:
+                        server.from_client(what)
+                elif isinstance(what, _Running):
+                    if what.child.pid in server.running:
+                        server.from_child(what)
+                elif isinstance(what, tuple):
+                    if what[1].output_open:
+                        server.from_output(what[1])
+            server.reap()
+            for run in list(server.running.values()):
+                server.send_output(run)
+            for client in [key.data for key in selector.get_map().values() if isinstance(key.data, _Client)]:
+                if client.gone:
+                    server.drop(client)
     finally:
-        children.kill_all()
-        for path in (socket_path, status_path):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        server.kill_all()
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
