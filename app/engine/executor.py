@@ -11,6 +11,13 @@ failure with retries left goes back to the queue after its backoff.
 Nothing here blocks: a run in flight is a coroutine waiting on its child, not a thread, so
 the event loop that answers requests never hands the interpreter lock back and forth with
 threads that wait on children.
+
+Requests come first. On a small machine, runs executing at full speed take the CPU from the
+requests that start them: measured on 2 cores, a webhook burst is accepted half as fast while
+its runs execute. So while requests arrive faster than `BUSY_RATE` a second, runs that nobody
+waits for (asynchronous ones: webhooks, async routes, schedules) start at most one every
+`TRICKLE_S`; they catch up once the burst is over. A run somebody waits for (a synchronous
+route, run-and-wait) always starts at once.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ from app.engine.logs import LogHub, LogSink
 from app.store.base import Database, Statement
 
 log = logging.getLogger("flowmill.executor")
+
+BUSY_RATE = 1000  # requests a second at which runs nobody waits for hold back
+RATE_WINDOW_S = 0.1  # the rate is that of the last window of this length
+TRICKLE_S = 0.05  # while held back, one of them still starts this often: the queue always moves
 
 FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 
@@ -135,7 +146,8 @@ class Executor:
         self.capacity = capacity
         self.hub = hub or LogHub()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self._ready: list[tuple[int, float, int, QueuedJob]] = []
+        self._waited: list[tuple[int, float, int, QueuedJob]] = []  # runs somebody waits for
+        self._ready: list[tuple[int, float, int, QueuedJob]] = []  # the others
         self._seq = itertools.count()
         self._limits = _Concurrency()
         self._cancels: dict[str, CancelToken] = {}
@@ -145,9 +157,13 @@ class Executor:
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
         self._stopping = False
+        self._requests = 0  # requests started in the current window (counted by the request middleware)
+        self._window_start = 0.0
+        self._busy = False  # the verdict on the last whole window
+        self._trickled = 0.0  # when the last run that nobody waits for started while busy
 
     @property
-    def busy(self) -> int:
+    def running(self) -> int:
         return len(self._tasks)
 
     # -- life ------------------------------------------------------------------------------------
@@ -170,8 +186,21 @@ class Executor:
     def submit(self, job: QueuedJob) -> None:
         """Queue a committed run (on the event loop)."""
         self._cancels.setdefault(job.id, CancelToken())
-        heapq.heappush(self._ready, (-job.priority, job.not_before, next(self._seq), job))
+        queue = self._waited if job.claimed or job.id in self._waiters else self._ready
+        heapq.heappush(queue, (-job.priority, job.not_before, next(self._seq), job))
         self._pump()
+
+    def request_started(self) -> None:
+        """One more HTTP request (called by the request middleware: it must cost nothing)."""
+        self._requests += 1
+
+    def busy(self, now: float) -> bool:
+        """Whether requests arrived faster than `BUSY_RATE` over the last whole window."""
+        elapsed = now - self._window_start
+        if elapsed >= RATE_WINDOW_S:
+            self._busy = self._requests >= BUSY_RATE * elapsed
+            self._window_start, self._requests = now, 0
+        return self._busy
 
     def knows(self, job_id: str) -> bool:
         """True while a run is queued or running in this process."""
@@ -206,10 +235,31 @@ class Executor:
         if not self._started or self._stopping:
             return
         now = time.time()
+        wait = self._start_from(self._waited, now, None)
+        if self._ready and len(self._tasks) < self.capacity:
+            if not self.busy(now):
+                wait = self._start_from(self._ready, now, None, wait)
+            elif now >= self._trickled + TRICKLE_S:
+                self._trickled = now
+                wait = self._start_from(self._ready, now, 1, wait)
+            if self._ready and self.busy(now):
+                wait = min(wait or TRICKLE_S, self._trickled + TRICKLE_S - now)
+        if wait is not None:
+            loop = asyncio.get_running_loop()
+            if self._timer is not None and self._timer.when() > loop.time() + wait:
+                self._timer.cancel()
+                self._timer = None
+            if self._timer is None:
+                self._timer = loop.call_later(max(wait, 0.001), self._wake_pump)
+
+    def _start_from(
+        self, queue: list[tuple[int, float, int, QueuedJob]], now: float, most: int | None, wait: float | None = None,
+    ) -> float | None:
+        """Start runs of `queue` that may start (at most `most`); the wait until a held one may."""
         held: list[tuple[int, float, int, QueuedJob]] = []
-        wait = None
-        while self._ready and len(self._tasks) < self.capacity:
-            entry = heapq.heappop(self._ready)
+        started = 0
+        while queue and len(self._tasks) < self.capacity and (most is None or started < most):
+            entry = heapq.heappop(queue)
             job = entry[3]
             token = self._cancels.get(job.id)
             delay = 0.0 if token is not None and token.is_set() else max(job.not_before - now, self._limits.allows(job, now))
@@ -221,15 +271,10 @@ class Executor:
             task = asyncio.get_running_loop().create_task(self._carry(job))
             self._tasks.add(task)
             task.add_done_callback(self._finished(job))
+            started += 1
         for entry in held:
-            heapq.heappush(self._ready, entry)
-        if wait is not None:
-            loop = asyncio.get_running_loop()
-            if self._timer is not None and self._timer.when() > loop.time() + wait:
-                self._timer.cancel()
-                self._timer = None
-            if self._timer is None:
-                self._timer = loop.call_later(wait, self._wake_pump)
+            heapq.heappush(queue, entry)
+        return wait
 
     def _wake_pump(self) -> None:
         self._timer = None
@@ -299,7 +344,7 @@ class Executor:
                 future.set_result(status or "")
 
     def queued(self) -> int:
-        return len(self._ready)
+        return len(self._waited) + len(self._ready)
 
 
 def _json(value: Any) -> str | None:

@@ -48,7 +48,7 @@ def create_app(services: Services) -> Litestar:
             Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
             *windmill_routers(),
         ],
-        middleware=[request_middleware(metrics)],
+        middleware=[request_middleware(metrics, services.jobs.executor)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,
         request_max_body_size=services.settings.max_body_bytes,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.engine.executor import Executor
 from app.server.access import authorize
 from app.server.metrics import Metrics
 
@@ -30,10 +31,11 @@ def _given_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def request_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
+def request_middleware(metrics: Metrics, executor: Executor) -> Callable[[ASGIApp], ASGIApp]:
     prefix = secrets.token_hex(4)
     numbers = itertools.count(1)
     observe = metrics.observe
+    request_started = executor.request_started
     clock = time.perf_counter
 
     def wrap(app: ASGIApp) -> ASGIApp:
@@ -55,6 +57,7 @@ def request_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
                     message["headers"] = [*message.get("headers", ()), header]
                 await send(message)
 
+            request_started()  # runs nobody waits for yield to a burst of requests
             state["actor"] = await authorize(scope, scope["route_handler"], request_id)  # type: ignore[arg-type]
             await app(scope, receive, send_with_id)
             if status:  # an error answered by the exception handlers was counted there
