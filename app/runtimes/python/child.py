@@ -161,16 +161,21 @@ class FrameReader:
 # -- the child: one run -------------------------------------------------------------------------
 
 
+def _open_standard_streams() -> None:
+    """sys.stdout and sys.stderr as scripts get them, made once in the fork server (in each
+    child it would cost ~80 copied pages): line-buffered, so that a line reaches the log when
+    it is printed, on fds 1 and 2, which each child points at its output pipe."""
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    # A segfault or os.abort() leaves its Python traceback in the run's log.
+    faulthandler.enable(sys.stderr)
+
+
 def _capture_output(write_end: int) -> None:
     """Point fds 1 and 2 at the output pipe, so that print(), C-level writes and subprocesses
     are all captured, in the order they were written."""
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
-    # Line-buffered, so that a line reaches the log when it is printed; they live as long as the process.
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-    # A segfault or os.abort() leaves its Python traceback in the run's log.
-    faulthandler.enable(sys.stderr)
 
 
 def _read_job(conn: socket.socket) -> ChildJob:
@@ -236,6 +241,12 @@ def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
 def _accepted(function: Any, args: dict[str, Any]) -> dict[str, Any]:
     """The arguments `function` takes: like Windmill, a payload's other keys (a webhook's,
     say) are left out rather than failing the run, unless it takes **kwargs."""
+    code = getattr(function, "__code__", None)
+    if code is not None and not inspect.ismethod(function):  # a plain function: its code says (inspect is slow)
+        if code.co_flags & inspect.CO_VARKEYWORDS:
+            return args
+        names = set(code.co_varnames[code.co_posonlyargcount: code.co_argcount + code.co_kwonlyargcount])
+        return {name: value for name, value in args.items() if name in names}
     try:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
@@ -246,8 +257,14 @@ def _accepted(function: Any, args: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in args.items() if name in names}
 
 
+_COERCED = (bytes, datetime.datetime, datetime.date)
+
+
 def _coerce(function: Any, args: dict[str, Any]) -> dict[str, Any]:
     """JSON carries bytes as base64 and datetimes as ISO text: give main what it declares."""
+    declared = getattr(function, "__annotations__", None) or {}
+    if not any(isinstance(a, str) or a in _COERCED for a in declared.values()):
+        return args  # nothing to convert: skip typing.get_type_hints, which is slow
     try:
         hints = typing.get_type_hints(function)
     except Exception:  # noqa: BLE001 - unresolvable annotations: pass the arguments as they are
@@ -380,7 +397,7 @@ def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> 
     if os.getppid() != parent:  # the fork server died before the line above
         return False
     os.setsid()  # its own process group: a kill of the group reaches whatever the script starts
-    conn = socket.socket(fileno=_JOB_FD)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=_JOB_FD)
     run_one(conn, libc)
     conn.close()
     return True
@@ -774,6 +791,7 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None) -> None:
     os.nice(NICENESS)
     libc = _preload()
     _reset_environment()
+    _open_standard_streams()
     listener = _listen(socket_path, 256)
     wake_r, wake_w = os.pipe()  # a SIGCHLD wakes the selector through this
     for fd in (wake_r, wake_w):
