@@ -570,7 +570,11 @@ class _ForkServer:
         return _Child(pid, ours, output_r)
 
     def top_up(self) -> None:
-        while len(self.idle) < self.idle_target:
+        """Fork children ahead of demand. While runs are in flight, keep only one ready: a fork
+        takes ~1 ms, during which an answer waits to be passed on, so the rest can wait until
+        the fork server has nothing else to do."""
+        target = 1 if self.running else self.idle_target
+        while len(self.idle) < target:
             child = self.fork()
             if child is None:
                 return
