@@ -171,6 +171,7 @@ class Executor:
     async def start(self) -> None:
         """Start carrying runs out (recovery of interrupted runs is the caller's, before this)."""
         self._started = True
+        self._window_start = time.time()
         self._pump()
 
     async def stop(self) -> None:

@@ -5,10 +5,12 @@ Every run has a timeout (30 s unless the test is about timeouts), so no test can
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import pytest
 
 from app.engine import forkserver as forkserver_module
 from app.engine.forkserver import ChildJob, ChildOutcome, ForkServer, ForkServerError
+from app.runtimes.python.child import run_frame
 
 Lines = list[tuple[float, str, str]]
 
@@ -134,6 +137,45 @@ def test_runs_from_four_threads_at_once(server: ForkServer) -> None:
     for thread in threads:
         thread.join(60)
     assert results == {t: [str(t * 100 + i) for i in range(5)] for t in range(4)}
+
+
+def test_runs_on_the_event_loop_share_one_connection(own_server: ForkServer) -> None:
+    async def main() -> None:
+        lines: dict[int, list[str]] = {i: [] for i in range(12)}
+        source = "import time\ndef main(x):\n    print('x is', x)\n    time.sleep(0.05)\n    return x * 2\n"
+        handles = [
+            await own_server.submit(ChildJob(source=source, path="f/test/many", args={"x": i}, env={}, timeout_s=30),
+                                    lambda ts, stream, line, i=i: lines[i].append(line))
+            for i in range(12)
+        ]
+        outcomes = await asyncio.wait_for(asyncio.gather(*(h.outcome for h in handles)), 30)
+        assert [o.result for o in outcomes] == [str(2 * i) for i in range(12)]
+        assert lines == {i: [f"x is {i}"] for i in range(12)}  # each run's lines, and only its own
+        endless = await own_server.submit(
+            ChildJob(source="import time\ndef main():\n    time.sleep(60)\n", path="f/test/endless", args={}, env={},
+                     timeout_s=30), lambda *line: None)
+        await asyncio.sleep(0.3)
+        endless.cancel()
+        outcome = await asyncio.wait_for(endless.outcome, 5)
+        assert outcome.status == "cancelled" and outcome.exit_reason == "killed: the run was cancelled"
+
+    asyncio.run(main())
+
+
+def test_a_client_that_goes_away_takes_its_runs_with_it(server: ForkServer) -> None:
+    job = ChildJob(source=textwrap.dedent("""
+        import subprocess, time
+        def main():
+            subprocess.Popen(["sleep", "877"])
+            time.sleep(60)
+    """), path="f/test/orphan", args={}, env={}, timeout_s=60)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(str(server.socket_path))
+    conn.sendall(run_frame(1, job))
+    assert wait_until(lambda: processes_mentioning("sleep 877"), 5)
+    conn.close()
+    assert wait_until(lambda: not processes_mentioning("sleep 877"), 3)
+    assert run(server, "def main(): return 'still serving'")[0].result == '"still serving"'
 
 
 def test_stdout_stderr_and_a_subprocess_are_log_lines_in_order(server: ForkServer) -> None:
