@@ -43,7 +43,7 @@ log = logging.getLogger("flowmill.executor")
 
 BUSY_RATE = 1000  # requests a second at which runs nobody waits for hold back
 RATE_WINDOW_S = 0.1  # the rate is that of the last window of this length
-TRICKLE_S = 0.05  # while held back, one of them still starts this often: the queue always moves
+TRICKLE_S = 0.2  # while held back, one of them still starts this often: the queue always moves
 
 FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 
