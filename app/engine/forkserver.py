@@ -92,7 +92,7 @@ class RunHandle:
         self.outcome: asyncio.Future[ChildOutcome] = asyncio.get_running_loop().create_future()
 
     def cancel(self) -> None:
-        if not self.outcome.done():
+        if not self.outcome.done() and not self.channel.closed:
             self.channel.send(encode_frame(Cancel(self.id)))
 
 
@@ -144,7 +144,8 @@ class _Channel(asyncio.Protocol):
 
 
 class ForkServer:
-    """The fork server process, and the runs handed to it (from any thread)."""
+    """The fork server process, and the runs handed to it (`submit` on the event loop, `run`
+    from any thread)."""
 
     def __init__(self, runtime_dir: Path, idle_children: int = 2) -> None:
         self.runtime_dir = runtime_dir
