@@ -154,7 +154,7 @@ def cmd_forkserver(args: argparse.Namespace) -> int:
     """The fork server for user code (started by `serve`, not by hand)."""
     from app.runtimes.python.child import serve
 
-    serve(args.socket, args.idle, args.ready_fd)
+    serve(args.socket, args.idle, args.ready_fd, args.lean)
     return 0
 
 
@@ -210,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     forkserver.add_argument("--socket", required=True)
     forkserver.add_argument("--idle", type=int, default=2)
     forkserver.add_argument("--ready-fd", type=int, default=None)
+    forkserver.add_argument("--lean", action="store_true")
     forkserver.set_defaults(run=cmd_forkserver)
 
     version = commands.add_parser("version", help="print the version")

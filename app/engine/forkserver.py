@@ -74,9 +74,11 @@ class ForkServerError(FlowmillError):
     code = "fork_server_unavailable"
 
 
-def command(socket_path: Path, idle: int, ready_fd: int) -> list[str]:
+def command(socket_path: Path, idle: int, ready_fd: int, lean: bool = False) -> list[str]:
     """How to start the fork server: the frozen program runs itself with a hidden command."""
     args = ["_forkserver", "--socket", str(socket_path), "--idle", str(idle), "--ready-fd", str(ready_fd)]
+    if lean:
+        args.append("--lean")
     if getattr(sys, "frozen", False):
         return [sys.executable, *args]
     return [sys.executable, "-m", "app", *args]
@@ -147,10 +149,11 @@ class ForkServer:
     """The fork server process, and the runs handed to it (`submit` on the event loop, `run`
     from any thread)."""
 
-    def __init__(self, runtime_dir: Path, idle_children: int = 2) -> None:
+    def __init__(self, runtime_dir: Path, idle_children: int = 2, lean: bool = False) -> None:
         self.runtime_dir = runtime_dir
         self.idle_children = idle_children
-        self.socket_path = runtime_dir / "fork.sock"
+        self.lean = lean  # preloads only the light modules (see child.LIGHT_MODULES)
+        self.socket_path = runtime_dir / ("fork-lean.sock" if lean else "fork.sock")
         self._process: subprocess.Popen[bytes] | None = None
         self._ready_pipe: int | None = None  # read end: one byte when it serves, EOF if it died first
         self._stopped = False  # by stop(): a run must not bring it back while the server shuts down
@@ -268,10 +271,10 @@ class ForkServer:
             root = str(Path(app.__file__).resolve().parent.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         ready_read, ready_write = os.pipe()
-        with open(self.runtime_dir / "forkserver.log", "ab") as output:
+        with open(self.runtime_dir / ("forkserver-lean.log" if self.lean else "forkserver.log"), "ab") as output:
             # stdin is a pipe that only closes when this process ends: the fork server's cue to go.
             self._process = subprocess.Popen(
-                command(self.socket_path, self.idle_children, ready_write),
+                command(self.socket_path, self.idle_children, ready_write, self.lean),
                 stdin=subprocess.PIPE, stdout=output, stderr=output, env=env, pass_fds=(ready_write,),
             )
         os.close(ready_write)

@@ -40,6 +40,7 @@ class Services:
     resources: Resources
     jobs: Jobs
     forkserver: ForkServer
+    lean_forkserver: ForkServer
     routes: Routes
     static: StaticFiles
     triggers: Triggers
@@ -47,6 +48,7 @@ class Services:
     async def start(self) -> None:
         """Start the fork server, recover interrupted runs, start the executor and the schedules."""
         self.forkserver.start()
+        self.lean_forkserver.start()
         await self.jobs.start()
         self.triggers.start()
 
@@ -54,7 +56,7 @@ class Services:
         """Stop the schedules, running work (recorded as cancelled) and the fork server."""
         await self.triggers.stop()
         await self.jobs.stop()
-        await asyncio.to_thread(self.forkserver.stop)
+        await asyncio.gather(asyncio.to_thread(self.forkserver.stop), asyncio.to_thread(self.lean_forkserver.stop))
 
 
 async def check_master_key(db: Database, vault: Vault) -> None:
@@ -80,7 +82,8 @@ async def build_services(settings: Settings, db: Database) -> Services:
     variables = Variables(db, vault)
     resources = Resources(db, variables)
     forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers))
-    jobs = Jobs(settings, db, scripts, resources, jwt, forkserver)
+    lean_forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), lean=True)
+    jobs = Jobs(settings, db, scripts, resources, jwt, forkserver, lean_forkserver)
     return Services(
         settings=settings,
         db=db,
@@ -94,6 +97,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
         resources=resources,
         jobs=jobs,
         forkserver=forkserver,
+        lean_forkserver=lean_forkserver,
         routes=Routes(db, vault),
         static=StaticFiles(db),
         triggers=Triggers(db, vault, jobs),

@@ -25,6 +25,7 @@ import msgspec
 from app.config import Settings
 from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
 from app.engine.forkserver import ChildJob, ForkServer
+from app.runtimes.python.child import is_light
 from app.engine.logs import LogSink
 from app.errors import BadRequest, NotFound, TooLarge
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
@@ -83,7 +84,8 @@ def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings,
 
 class Jobs:
     def __init__(
-        self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, jwt: JwtCodec, forkserver: ForkServer
+        self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, jwt: JwtCodec, forkserver: ForkServer,
+        lean_forkserver: ForkServer | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -91,10 +93,12 @@ class Jobs:
         self.resources = resources
         self.jwt = jwt
         self.forkserver = forkserver
+        self.lean_forkserver = lean_forkserver or forkserver  # for scripts that import only light modules
         self.executor = Executor(db, self.run_script, capacity=2 * settings.workers)
         self.cache_dir = settings.home / "cache" / "python"
         self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
+        self._light: dict[str, bool] = {}  # by script version: whether the lean fork server can run it
         self.started: collections.Counter[str] = collections.Counter()  # runs started, by trigger kind
 
     # -- life ------------------------------------------------------------------------------------
@@ -298,7 +302,8 @@ class Jobs:
             env={"WM_WORKSPACE": actor.workspace, "WM_USERNAME": actor.username or "", "WM_JOB_PATH": version["path"]},
             memory_limit_mb=self.settings.job_memory_limit_mb,
         )
-        outcome = await (await self.forkserver.submit(child, lambda *line: None)).outcome
+        forkserver = self._forkserver_for(version["hash"], version["content"])
+        outcome = await (await forkserver.submit(child, lambda *line: None)).outcome
         if outcome.status != "success" or outcome.result is None:
             message = (outcome.error or {}).get("message") or outcome.exit_reason or outcome.status
             raise BadRequest(f"the script {path} ended {outcome.status}: {message}")
@@ -388,7 +393,7 @@ class Jobs:
             memory_limit_mb=self.settings.job_memory_limit_mb,
             preprocessor_event=_decode(row["event"]),
         )
-        handle = await self.forkserver.submit(child, sink.line)
+        handle = await self._forkserver_for(row["hash"], row["content"]).submit(child, sink.line)
         cancel.on_cancel(handle.cancel)
         outcome = await handle.outcome
         status = _CHILD_STATUS[outcome.status]
@@ -402,6 +407,12 @@ class Jobs:
         elif outcome.status == "crashed":
             error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
         return Outcome(status, error=error)
+
+    def _forkserver_for(self, digest: str, source: str) -> ForkServer:
+        light = self._light.get(digest)
+        if light is None:
+            light = self._light[digest] = is_light(source)
+        return self.lean_forkserver if light else self.forkserver
 
     async def _cached(self, row: Row, settings: ScriptSettings, sink: LogSink) -> Outcome | None:
         if not settings.cache_ttl:

@@ -227,3 +227,11 @@ def test_run_and_stream_and_live_logs(api: httpx.Client) -> None:
     with api.stream("POST", "/api/v1/jobs/run_and_stream/p/f/stream/fails", json={}) as response:
         last = sse(response)[-1]
     assert last[0] == "error" and '"FAILED"' in last[1]
+
+
+def test_scripts_of_the_standard_library_run_from_the_lean_fork_server(api: httpx.Client) -> None:
+    probe = "def main():\n    return sorted(n for n in ('asyncio', 'httpx', 'wmill') if n in sys.modules)\n"
+    save(api, "f/demo/lean", "import sys\n" + probe)
+    save(api, "f/demo/full", "import sys\nimport wmill\n" + probe)
+    assert api.post("/api/v1/jobs/run_wait_result/p/f/demo/lean", json={}).json() == []
+    assert api.post("/api/v1/jobs/run_wait_result/p/f/demo/full", json={}).json() == ["asyncio", "httpx", "wmill"]

@@ -25,7 +25,7 @@ import pytest
 
 from app.engine import forkserver as forkserver_module
 from app.engine.forkserver import ChildJob, ChildOutcome, ForkServer, ForkServerError
-from app.runtimes.python.child import run_frame
+from app.runtimes.python.child import is_light, run_frame
 
 Lines = list[tuple[float, str, str]]
 
@@ -359,6 +359,34 @@ def test_wmill_is_preloaded(server: ForkServer) -> None:
 
 
 # -- timeouts and cancels -----------------------------------------------------------------------
+
+
+def test_a_lean_fork_server_imports_only_the_light_modules(tmp_path: Path) -> None:
+    instance = ForkServer(tmp_path / "run", lean=True)
+    instance.start(wait=True)
+    try:
+        outcome, _ = run(instance, """
+            import json, sys
+            def main():
+                return sorted(name for name in ("asyncio", "httpx", "wmill", "ssl", "json") if name in sys.modules)
+        """)
+        assert outcome.status == "success" and json.loads(outcome.result) == ["json"]
+    finally:
+        instance.stop()
+
+
+@pytest.mark.parametrize(("source", "light"), [
+    ("import json, re\nfrom datetime import datetime\ndef main(x: int = 1):\n    return x\n", True),
+    ("def main(**args):\n    return args\n", True),
+    ("import wmill\ndef main():\n    pass\n", False),
+    ("def main():\n    import httpx\n", False),  # an import inside main counts too
+    ("import os.path\nimport numpy as np\ndef main():\n    pass\n", False),
+    ("async def main():\n    return 1\n", False),  # needs asyncio
+    ("from . import helper\ndef main():\n    pass\n", False),
+    ("def main(:\n", False),
+])
+def test_which_scripts_the_lean_fork_server_runs(source: str, light: bool) -> None:
+    assert is_light(source) is light
 
 
 def test_a_timeout_kills_the_run(server: ForkServer) -> None:
