@@ -1,12 +1,5 @@
-"""The executable's entry point (PyInstaller runs this file)."""
+"""The executable's entry point (PyInstaller runs this file): what `python -m app` does."""
 
-import sys
+import runpy
 
-if sys.argv[1:2] == ["_forkserver"]:  # before app.cli, whose imports every fork would copy
-    from app.runtimes.python.child import main as forkserver
-
-    sys.exit(forkserver(sys.argv[2:]))
-
-from app.cli import main
-
-sys.exit(main())
+runpy.run_module("app", run_name="__main__", alter_sys=True)
