@@ -118,18 +118,29 @@ class Jobs:
             self._poller.cancel()
         await self.executor.stop()
 
-    async def _pick_up_queued(self, limit: int = 10_000) -> None:
-        rows = await self.db.fetch(
-            "SELECT j.id, j.workspace_id, j.path, j.attempt, j.scheduled_for, v.settings FROM job j "
-            "LEFT JOIN script_version v ON v.hash = j.script_hash WHERE j.status = 'QUEUED' "
-            f"ORDER BY j.created_at LIMIT {limit}"
-        )
-        for row in rows:
-            if self.executor.knows(row["id"]):
-                continue
-            job = queued_job(row["id"], row["workspace_id"], row["path"], self._settings_of(row), row["attempt"])
-            job.not_before = row["scheduled_for"] / 1000
-            self.executor.submit(job)
+    async def _pick_up_queued(self, limit: int | None = None, page: int = 5_000) -> None:
+        """Hand the executor the QUEUED runs it does not know yet, oldest first: all of them,
+        read `page` at a time (a backlog left by a burst and a crash may be large), or the
+        oldest `limit`."""
+        after: tuple[int, str] = (-1, "")
+        while True:
+            size = min(page, limit) if limit is not None else page
+            rows = await self.db.fetch(
+                "SELECT j.id, j.workspace_id, j.path, j.attempt, j.scheduled_for, v.settings FROM job j "
+                "LEFT JOIN script_version v ON v.hash = j.script_hash WHERE j.status = 'QUEUED' "
+                "AND (j.scheduled_for > $1 OR (j.scheduled_for = $1 AND j.id > $2)) "
+                f"ORDER BY j.scheduled_for, j.id LIMIT {size}",
+                *after,
+            )
+            for row in rows:
+                if self.executor.knows(row["id"]):
+                    continue
+                job = queued_job(row["id"], row["workspace_id"], row["path"], self._settings_of(row), row["attempt"])
+                job.not_before = row["scheduled_for"] / 1000
+                self.executor.submit(job)
+            if limit is not None or len(rows) < size:
+                return
+            after = (rows[-1]["scheduled_for"], rows[-1]["id"])
 
     async def _poll_queued(self) -> None:
         while True:
