@@ -4,17 +4,12 @@ somebody waits for do not, and every run ends recorded."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
-from app.config import load_settings
 from app.engine.executor import TRICKLE_S, CancelToken, Executor, Outcome, QueuedJob
 from app.engine.logs import LogSink
 from app.services import build_services
-from app.store.migrate import prepare
-from tests.support import database_url, drop_schema
-from tests.unit.test_store import run_on
+from tests.unit.test_store import run_on, run_with_settings
 
 INSERT_JOB = (
     "INSERT INTO job (id, workspace_id, kind, path, args, status, trigger_kind, trigger_detail, request_id, created_by, "
@@ -107,24 +102,12 @@ def db_statement(job_id: str, status: str):  # type: ignore[no-untyped-def]
 
 def test_a_restart_picks_up_every_queued_run_page_by_page(backend: str) -> None:
     """A burst and a crash may leave more runs queued than one read returns: all are picked up."""
-    with tempfile.TemporaryDirectory() as home:
-        url, schema = database_url(backend, Path(home))
-        settings = load_settings({"FLOWMILL_HOME": home, "FLOWMILL_DATABASE_URL": url})
+    async def scenario(settings, db) -> None:  # type: ignore[no-untyped-def]
+        await db.write(*(db_statement(f"q-{i:02}", "QUEUED") for i in range(23)))
+        jobs = (await build_services(settings, db)).jobs  # its executor not started: nothing runs
+        await jobs._pick_up_queued(page=10)
+        assert jobs.executor.queued() == 23
+        await jobs._pick_up_queued(page=10)
+        assert jobs.executor.queued() == 23  # the runs it knows are not queued twice
 
-        async def main() -> None:
-            db = await prepare(settings)
-            try:
-                await db.write(*(db_statement(f"q-{i:02}", "QUEUED") for i in range(23)))
-                jobs = (await build_services(settings, db)).jobs  # its executor not started: nothing runs
-                await jobs._pick_up_queued(page=10)
-                assert jobs.executor.queued() == 23
-                await jobs._pick_up_queued(page=10)
-                assert jobs.executor.queued() == 23  # the runs it knows are not queued twice
-            finally:
-                await db.close()
-
-        try:
-            asyncio.run(main())
-        finally:
-            if schema:
-                drop_schema(schema)
+    run_with_settings(backend, scenario)

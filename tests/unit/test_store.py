@@ -22,13 +22,20 @@ INSERT = (
 
 
 def run_on(backend: str, scenario) -> None:  # type: ignore[no-untyped-def]
+    """Run `scenario(db)` on a fresh, migrated database of `backend`."""
+    run_with_settings(backend, lambda settings, db: scenario(db))
+
+
+def run_with_settings(backend: str, scenario) -> None:  # type: ignore[no-untyped-def]
+    """Run `scenario(settings, db)` on a fresh, migrated database of `backend`."""
     with tempfile.TemporaryDirectory() as home:
         url, schema = database_url(backend, Path(home))
+        settings = load_settings({"FLOWMILL_HOME": home, "FLOWMILL_DATABASE_URL": url})
 
         async def main() -> None:
-            db = await prepare(load_settings({"FLOWMILL_HOME": home, "FLOWMILL_DATABASE_URL": url}))
+            db = await prepare(settings)
             try:
-                await scenario(db)
+                await scenario(settings, db)
             finally:
                 await db.close()
 
