@@ -150,14 +150,6 @@ def _remote_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", help="workspace (FLOWMILL_WORKSPACE, default main)")
 
 
-def cmd_forkserver(args: argparse.Namespace) -> int:
-    """The fork server for user code (started by `serve`, not by hand)."""
-    from app.runtimes.python.child import serve
-
-    serve(args.socket, args.idle, args.ready_fd, args.lean)
-    return 0
-
-
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"flowmill {flowmill.__version__}")
     return 0
@@ -206,13 +198,6 @@ def parser() -> argparse.ArgumentParser:
     _remote_flags(rt_list)
     rt_list.set_defaults(run=cmd_resource_types)
 
-    forkserver = commands.add_parser("_forkserver", help=argparse.SUPPRESS)
-    forkserver.add_argument("--socket", required=True)
-    forkserver.add_argument("--idle", type=int, default=2)
-    forkserver.add_argument("--ready-fd", type=int, default=None)
-    forkserver.add_argument("--lean", action="store_true")
-    forkserver.set_defaults(run=cmd_forkserver)
-
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=cmd_version)
     return root
@@ -226,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         from pip._internal.cli.main import main as pip_main
 
         return pip_main(argv[1:])
+    if argv[:1] == ["_forkserver"]:  # started by `serve`, not by hand; it parses its own options
+        from app.runtimes.python.child import main as forkserver
+
+        return forkserver(argv[1:])
     args = parser().parse_args(argv)
     if args.command is None:  # `flowmill` alone starts the server
         args = parser().parse_args(["serve"])

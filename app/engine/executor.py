@@ -238,12 +238,13 @@ class Executor:
         now = time.time()
         wait = self._start_from(self._waited, now, None)
         if self._ready and len(self._tasks) < self.capacity:
-            if not self.busy(now):
+            busy = self.busy(now)
+            if not busy:
                 wait = self._start_from(self._ready, now, None, wait)
             elif now >= self._trickled + TRICKLE_S:
                 self._trickled = now
                 wait = self._start_from(self._ready, now, 1, wait)
-            if self._ready and self.busy(now):
+            if self._ready and busy:
                 wait = min(wait or TRICKLE_S, self._trickled + TRICKLE_S - now)
         if wait is not None:
             loop = asyncio.get_running_loop()

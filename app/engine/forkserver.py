@@ -63,9 +63,14 @@ class ChildOutcome:
     exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
 
 
-def _outcome(ended: Ended) -> ChildOutcome:
-    result = bytes(ended.result).decode() if ended.status == "success" else None
-    return ChildOutcome(ended.status, result, ended.error, ended.duration_s, ended.exit_reason)
+def _deliver(message: Output | Ended, on_log: OnLog) -> ChildOutcome | None:
+    """Pass an `Output`'s lines to `on_log`; the outcome an `Ended` says."""
+    if isinstance(message, Output):
+        for ts, stream, text in message.lines:
+            on_log(ts, stream, text)
+        return None
+    result = bytes(message.result).decode() if message.status == "success" else None
+    return ChildOutcome(message.status, result, message.error, message.duration_s, message.exit_reason)
 
 
 class ForkServerError(FlowmillError):
@@ -128,13 +133,11 @@ class _Channel(asyncio.Protocol):
             handle = self.runs.get(message.id)
             if handle is None:
                 continue
-            if isinstance(message, Output):
-                for ts, stream, text in message.lines:
-                    handle.on_log(ts, stream, text)
-            else:
+            outcome = _deliver(message, handle.on_log)
+            if outcome is not None:
                 del self.runs[message.id]
                 if not handle.outcome.done():
-                    handle.outcome.set_result(_outcome(message))
+                    handle.outcome.set_result(outcome)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -244,12 +247,9 @@ class ForkServer:
                 if not data:
                     return ChildOutcome("crashed", exit_reason=f"the fork server stopped ({self.describe_exit()})")
                 for body in frames.feed(data):
-                    message = _frames.decode(body)
-                    if isinstance(message, Output):
-                        for line in message.lines:
-                            on_log(*line)
-                    else:
-                        return _outcome(message)
+                    outcome = _deliver(_frames.decode(body), on_log)
+                    if outcome is not None:
+                        return outcome
         finally:
             conn.close()
 

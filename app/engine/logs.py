@@ -85,10 +85,13 @@ class LogSink:
         """A line of Flowmill's own about the run (attempts, cache hits)."""
         self.line(time.time(), "flowmill", f"[flowmill] {text}")
 
-    def flush(self) -> None:
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def flush(self) -> None:
+        self._stop_timer()
         if self._buffer:
             lines, self._buffer = self._buffer, []
             self._writing = asyncio.get_running_loop().create_task(self._write(self._writing, insert_lines(self.job_id, lines)))
@@ -106,9 +109,7 @@ class LogSink:
     async def take_pending(self) -> list[Statement]:
         """Once the batches under way are written: the unwritten lines, as statements to commit
         with the run's completion."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         if self._writing is not None:
             await self._writing
         if not self._buffer:

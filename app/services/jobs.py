@@ -85,7 +85,7 @@ def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings,
 class Jobs:
     def __init__(
         self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, jwt: JwtCodec, forkserver: ForkServer,
-        lean_forkserver: ForkServer | None = None,
+        lean_forkserver: ForkServer,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -93,7 +93,7 @@ class Jobs:
         self.resources = resources
         self.jwt = jwt
         self.forkserver = forkserver
-        self.lean_forkserver = lean_forkserver or forkserver  # for scripts that import only light modules
+        self.lean_forkserver = lean_forkserver  # for scripts that import only light modules
         self.executor = Executor(db, self.run_script, capacity=2 * settings.workers)
         self.cache_dir = settings.home / "cache" / "python"
         self._poller: asyncio.Task[None] | None = None

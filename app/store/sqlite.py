@@ -127,16 +127,12 @@ class SQLiteDatabase(Database):
 
     # -- reads -------------------------------------------------------------------------------
 
-    def _read(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
-        """The query run on the calling thread's own reader."""
-        try:
-            return self._reader().execute(translate(sql), args)
-        except sqlite3.Error as error:
-            raise _classify(error) from error
-
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         # Indexed point reads take microseconds: a thread hop would cost more than the query.
-        return self._read(sql, args).fetchall()
+        try:
+            return self._reader().execute(translate(sql), args).fetchall()
+        except sqlite3.Error as error:
+            raise _classify(error) from error
 
     # -- writes ------------------------------------------------------------------------------
 

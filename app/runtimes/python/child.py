@@ -31,7 +31,6 @@ import inspect
 import linecache
 import os
 import resource
-import select
 import selectors
 import signal
 import socket
@@ -426,27 +425,26 @@ class _Output:
         self.skipping = False  # inside a line that was cut: drop the rest of it
         self.pending: list[tuple[float, str, str]] = []  # read, not yet sent
 
-    def read(self) -> bool:
-        """Read what is there; False at the end (every writer has closed the pipe)."""
+    def _chunk(self) -> bytes | None:
+        """What the pipe holds now: None if nothing, b"" at the end (every writer has closed it)."""
         try:
-            chunk = os.read(self.fd, 1 << 16)
+            return os.read(self.fd, 1 << 16)
         except BlockingIOError:
-            return True
-        if not chunk:
-            return False
-        self._feed(chunk, time.time())
-        return True
+            return None
+
+    def read(self) -> bool:
+        """Read what is there; False at the end."""
+        chunk = self._chunk()
+        if chunk:
+            self._feed(chunk, time.time())
+        return chunk != b""
 
     def drain(self) -> None:
         """Read what is in the pipe now. A process the script left behind may keep writing:
         stop at an empty pipe, or after `DRAIN_S`."""
         until = time.monotonic() + DRAIN_S
-        while time.monotonic() < until and self.read():
-            try:
-                if not select.select([self.fd], [], [], 0)[0]:
-                    return
-            except (OSError, ValueError):
-                return
+        while time.monotonic() < until and (chunk := self._chunk()):
+            self._feed(chunk, time.time())
 
     def finish(self) -> None:
         """The last line without a newline, and the truncation marker."""
@@ -549,6 +547,7 @@ class _ForkServer:
         self.selector = selectors.DefaultSelector()
         self.idle: list[_Child] = []
         self.running: dict[int, _Running] = {}  # by pid
+        self.clients: set[_Client] = set()
         self.me = os.getpid()
 
     # -- children --------------------------------------------------------------------------------
@@ -593,7 +592,7 @@ class _ForkServer:
             run = self.running.get(pid)
             if run is not None:
                 run.exit_status = status
-                self._read_answer(run)  # what it sent just before it exited
+                self.read_answer(run)  # what it sent just before it exited
                 if pid in self.running:
                     self.end(run, "crashed", exit_reason=describe_exit(status))
                 continue
@@ -613,6 +612,7 @@ class _ForkServer:
     def accept(self) -> None:
         conn, _ = self.listener.accept()
         client = _Client(conn)
+        self.clients.add(client)
         self.selector.register(conn, selectors.EVENT_READ, client)
 
     def from_client(self, client: _Client) -> None:
@@ -635,6 +635,7 @@ class _ForkServer:
         client.gone = True
         for run in list(client.runs.values()):
             self.kill(run, "cancelled", "killed: the client went away")
+        self.clients.discard(client)
         self.selector.unregister(client.conn)
         client.conn.close()
 
@@ -655,10 +656,8 @@ class _ForkServer:
         self.selector.register(child.conn, selectors.EVENT_READ, run)
         self.selector.register(child.output_fd, selectors.EVENT_READ, ("output", run))
 
-    def from_child(self, run: _Running) -> None:
-        self._read_answer(run)
-
-    def _read_answer(self, run: _Running) -> None:
+    def read_answer(self, run: _Running) -> None:
+        """Read what the child sent; end the run once it has said how it ended."""
         child = run.child
         while run.conn_open:
             try:
@@ -872,16 +871,15 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
                         server.from_client(what)
                 elif isinstance(what, _Running):
                     if what.child.pid in server.running:
-                        server.from_child(what)
+                        server.read_answer(what)
                 elif isinstance(what, tuple):
                     if what[1].output_open:
                         server.from_output(what[1])
             server.reap()
             for run in list(server.running.values()):
                 server.send_output(run)
-            for client in [key.data for key in selector.get_map().values() if isinstance(key.data, _Client)]:
-                if client.gone:
-                    server.drop(client)
+            for client in [client for client in server.clients if client.gone]:  # a send to it failed
+                server.drop(client)
     finally:
         server.kill_all()
         try:
