@@ -25,7 +25,7 @@ import msgspec
 from app.config import Settings
 from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
 from app.engine.forkserver import ChildJob, ForkServer
-from app.runtimes.python.child import is_light
+from app.runtimes.python.child import compile_script, is_light
 from app.engine.logs import LogSink
 from app.errors import BadRequest, NotFound, TooLarge
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
@@ -38,6 +38,7 @@ from app.store.base import Database, Row, Statement
 MAX_ARGS_BYTES = 5 * 1024 * 1024
 POLL_S = 1.0
 MAX_PAGE = 200
+MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
 STATUSES = ("QUEUED", "RUNNING", "WAITING", "PAUSED", "SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 _CHILD_STATUS = {"success": "SUCCESS", "error": "FAILED", "timeout": "TIMED_OUT", "cancelled": "CANCELLED", "crashed": "FAILED"}
 _JOB_COLUMNS = (
@@ -98,7 +99,8 @@ class Jobs:
         self.cache_dir = settings.home / "cache" / "python"
         self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
-        self._light: dict[str, bool] = {}  # by script version: whether the lean fork server can run it
+        # By script version and path: the fork server that runs it and its compiled code.
+        self._prepared: dict[tuple[str, str], tuple[ForkServer, bytes | None]] = {}
         self.started: collections.Counter[str] = collections.Counter()  # runs started, by trigger kind
 
     # -- life ------------------------------------------------------------------------------------
@@ -308,12 +310,12 @@ class Jobs:
         """Run the latest version of a script outside the queue and without a record (a
         route's custom auth check); its result. It must need no packages beyond the runtime's."""
         version = await self.scripts.latest(actor.workspace, path)
+        forkserver, code = self._prepare(version["hash"], version["path"], version["content"])
         child = ChildJob(
             source=version["content"], path=version["path"], args=args, timeout_s=timeout_s,
             env={"WM_WORKSPACE": actor.workspace, "WM_USERNAME": actor.username or "", "WM_JOB_PATH": version["path"]},
-            memory_limit_mb=self.settings.job_memory_limit_mb,
+            memory_limit_mb=self.settings.job_memory_limit_mb, code=code,
         )
-        forkserver = self._forkserver_for(version["hash"], version["content"])
         outcome = await (await forkserver.submit(child, lambda *line: None)).outcome
         if outcome.status != "success" or outcome.result is None:
             message = (outcome.error or {}).get("message") or outcome.exit_reason or outcome.status
@@ -398,13 +400,14 @@ class Jobs:
         except InstallError as error:
             sink.note(f"installing the dependencies failed:\n{error.message}")
             return Outcome("FAILED", error={"name": "DependencyInstallError", "message": error.message})
+        forkserver, code = self._prepare(row["hash"], row["path"], row["content"])
         child = ChildJob(
             source=row["content"], path=row["path"], args=args, env=self._env(job, row),
             sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
             memory_limit_mb=self.settings.job_memory_limit_mb,
-            preprocessor_event=_decode(row["event"]),
+            preprocessor_event=_decode(row["event"]), code=code,
         )
-        handle = await self._forkserver_for(row["hash"], row["content"]).submit(child, sink.line)
+        handle = await forkserver.submit(child, sink.line)
         cancel.on_cancel(handle.cancel)
         outcome = await handle.outcome
         status = _CHILD_STATUS[outcome.status]
@@ -419,11 +422,16 @@ class Jobs:
             error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
         return Outcome(status, error=error)
 
-    def _forkserver_for(self, digest: str, source: str) -> ForkServer:
-        light = self._light.get(digest)
-        if light is None:
-            light = self._light[digest] = is_light(source)
-        return self.lean_forkserver if light else self.forkserver
+    def _prepare(self, digest: str, path: str, source: str) -> tuple[ForkServer, bytes | None]:
+        """The fork server that runs a script version (the lean one if it can), and its code
+        compiled: worked out once per version, not per run."""
+        prepared = self._prepared.get((digest, path))
+        if prepared is None:
+            if len(self._prepared) >= MAX_PREPARED:
+                self._prepared.clear()
+            forkserver = self.lean_forkserver if is_light(source) else self.forkserver
+            prepared = self._prepared[digest, path] = (forkserver, compile_script(source, path))
+        return prepared
 
     async def _cached(self, row: Row, settings: ScriptSettings, sink: LogSink) -> Outcome | None:
         if not settings.cache_ttl:

@@ -25,7 +25,7 @@ import pytest
 
 from app.engine import forkserver as forkserver_module
 from app.engine.forkserver import ChildJob, ChildOutcome, ForkServer, ForkServerError
-from app.runtimes.python.child import is_light, run_frame
+from app.runtimes.python.child import compile_script, is_light, run_frame
 
 Lines = list[tuple[float, str, str]]
 
@@ -375,9 +375,31 @@ def test_a_lean_fork_server_imports_only_the_light_modules(tmp_path: Path) -> No
         instance.stop()
 
 
+def test_code_compiled_by_the_server_runs_like_the_source(server: ForkServer) -> None:
+    source = "def main(x: int):\n    return {'annotation': main.__annotations__['x'], 'half': 1 / x}\n"
+    code = compile_script(source, "f/test/script")
+    assert code is not None and compile_script("def main(:\n", "f/test/script") is None
+    for compiled in (code, None):  # the server's code, and the child compiling the source itself
+        outcome, _ = run(server, source, {"x": 2}, code=compiled)
+        assert outcome.status == "success"
+        # Annotations stay text (as with `from __future__ import annotations`) either way.
+        assert json.loads(outcome.result) == {"annotation": "int", "half": 0.5}
+        outcome, _ = run(server, source, {"x": 0}, code=compiled)
+        assert outcome.status == "error" and outcome.error["name"] == "ZeroDivisionError"
+        trace = outcome.error["traceback"]
+        assert 'File "f/test/script.py", line 2, in main' in trace and "1 / x" in trace  # the line's text too
+
+
+def test_each_child_draws_its_own_random_numbers(server: ForkServer) -> None:
+    # random reseeds itself on fork; two children forked from one parent must not repeat each other.
+    draws = {run(server, "import random\ndef main():\n    return random.random()\n")[0].result for _ in range(3)}
+    assert len(draws) == 3
+
+
 @pytest.mark.parametrize(("source", "light"), [
     ("import json, re\nfrom datetime import datetime\ndef main(x: int = 1):\n    return x\n", True),
     ("def main(**args):\n    return args\n", True),
+    ("import random\ndef main():\n    return random.random()\n", False),  # it reseeds on each fork
     ("import wmill\ndef main():\n    pass\n", False),
     ("def main():\n    import httpx\n", False),  # an import inside main counts too
     ("import os.path\nimport numpy as np\ndef main():\n    pass\n", False),

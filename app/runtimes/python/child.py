@@ -19,20 +19,22 @@ takes that client's runs with it.
 
 from __future__ import annotations
 
+import __future__
 import ast
 import base64
 import ctypes
-import dataclasses
 import datetime
 import faulthandler
 import gc
 import importlib
 import inspect
 import linecache
+import marshal
 import os
 import resource
 import selectors
 import signal
+import _signal
 import socket
 import struct
 import sys
@@ -47,22 +49,22 @@ import msgspec
 # -- what a run is, and the frames that carry it ------------------------------------------------
 
 
-@dataclasses.dataclass
-class ChildJob:
+class ChildJob(msgspec.Struct, kw_only=True):
     """One run of a script, as the Flowmill server hands it to a child."""
 
     source: str
     path: str  # the script's display path, e.g. f/demo/hello: tracebacks name it
     args: dict[str, Any]
     env: dict[str, str]
-    sys_path: list[str] = dataclasses.field(default_factory=list)
-    timeout_s: float | None = None  # enforced by the Flowmill server, which kills the child
+    sys_path: list[str] = msgspec.field(default_factory=list)
+    timeout_s: float | None = None  # enforced by the fork server, which kills the child
     memory_limit_mb: int | None = None
     preprocessor_event: dict[str, Any] | None = None
     max_result_bytes: int = 10 * 1024 * 1024
     max_log_lines: int = 20_000  # the log limits are applied by the server, which reads the pipe
     max_log_bytes: int = 8 * 1024 * 1024
     entrypoint: str = "main"
+    code: bytes | None = None  # `source` compiled by `compile_script`: else the child compiles it
 
 
 class Run(msgspec.Struct, tag_field="t", tag="run"):
@@ -120,6 +122,7 @@ BASE_ENV_KEYS = ("PATH", "HOME", "USER", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE
                  "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL",
                  "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
 EXIT_RUNNER_FAILED = 70  # the runner itself failed (the job was unreadable, the server went away)
 
 _encoder = msgspec.json.Encoder()
@@ -177,6 +180,27 @@ def _capture_output(write_end: int) -> None:
     are all captured, in the order they were written."""
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
+
+
+# A script is compiled as if it began with `from __future__ import annotations`: main's annotations
+# stay text until something asks for them (the schema is inferred from the source without running it).
+_COMPILE_FLAGS = __future__.annotations.compiler_flag
+
+
+def script_filename(path: str) -> str:
+    """The file name a script's code and tracebacks carry, e.g. f/demo/hello.py."""
+    return path if path.endswith(".py") else f"{path}.py"
+
+
+def compile_script(source: str, path: str) -> bytes | None:
+    """`source` compiled the way a child would, as marshal data (None if it does not compile:
+    the child then reports the error). Compiled once per script version by the server, it spares
+    every child the compiler, whose work is in pages a child must copy before writing them."""
+    try:
+        code = compile(source, script_filename(path), "exec", flags=_COMPILE_FLAGS, dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    return marshal.dumps(code)
 
 
 def _read_job(conn: socket.socket) -> ChildJob:
@@ -313,7 +337,11 @@ def _execute(job: ChildJob, filename: str) -> Finished | Failed:
     module.__file__ = filename
     sys.modules[SCRIPT_MODULE] = module  # dataclasses, typing and pickle look the module up
     try:
-        exec(compile(job.source, filename, "exec"), module.__dict__)  # noqa: S102 - running it is the point
+        if job.code is not None:  # the server compiled it with the same Python (the same executable)
+            code = marshal.loads(job.code)
+        else:
+            code = compile(job.source, filename, "exec", flags=_COMPILE_FLAGS, dont_inherit=True)
+        exec(code, module.__dict__)  # noqa: S102 - running it is the point
         entry = module.__dict__.get(job.entrypoint)
         if not callable(entry):
             return _error("EntrypointMissing", f"the script defines no function {job.entrypoint}()")
@@ -350,7 +378,7 @@ def run_one(conn: socket.socket, libc: ctypes.CDLL) -> None:
         conn.sendall(encode_frame(_error("InvalidJob", f"the run's job is malformed: {error}")))
         return
     me = os.getpid()
-    filename = job.path if job.path.endswith(".py") else f"{job.path}.py"
+    filename = script_filename(job.path)
     _enter(job, filename)
     outcome = _execute(job, filename)
     if os.getpid() != me:  # a process the script forked, returning from main: its outcome is not the run's
@@ -391,9 +419,10 @@ def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> 
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the fork server's stdin is its parent's pipe: not the script's
     os.close(devnull)
+    # _signal, not signal: its wrapper turns each answer into an enum, which a child pays in copied pages.
     for signum in (signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.signal(signal.SIGINT, signal.default_int_handler)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an idle child must not outlive the fork server
     if os.getppid() != parent:  # the fork server died before the line above
         return False
@@ -408,6 +437,7 @@ def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> 
 
 
 MAX_LINE = 16 * 1024
+FORK_BATCH = 4  # children forked in a row while runs are in flight (see top_up)
 DRAIN_S = 0.5  # after a run ends: how long to keep reading output that is still being written
 
 
@@ -571,10 +601,16 @@ class _ForkServer:
         return _Child(pid, ours, output_r)
 
     def top_up(self) -> None:
-        """Fork children ahead of demand. While runs are in flight, keep only one ready: a fork
-        takes ~1 ms, during which an answer waits to be passed on, so the rest can wait until
-        the fork server has nothing else to do."""
-        target = 1 if self.running else self.idle_target
+        """Fork children ahead of demand. While runs are in flight, fork only once none is
+        ready, then `FORK_BATCH` at once: each fork costs the fork server a copy of every page it
+        writes next (~60 per fork, ~100 more once per batch), so forks in a row share that cost;
+        and a fork holds back the answers the fork server passes on, so they wait once per batch."""
+        if self.running:
+            if self.idle:
+                return
+            target = FORK_BATCH
+        else:
+            target = self.idle_target
         while len(self.idle) < target:
             child = self.fork()
             if child is None:
@@ -756,10 +792,11 @@ def describe_exit(status: int) -> str:
 # What the lean fork server imports: the standard library's cheap modules that scripts use most.
 # A script that imports nothing else (and has no async def, which would import asyncio) runs
 # from the lean fork server: a third of the memory to copy, so its fork and its child's exit
-# cost less (measured: trivial runs at 2 at once, 405-461 -> 503-522 a second).
+# cost less (measured: trivial runs at 2 at once, 405-461 -> 503-522 a second). Not random: it
+# reseeds itself in every child that is forked once it is loaded (~45 copied pages a run).
 LIGHT_MODULES = frozenset({
     "__future__", "base64", "collections", "copy", "dataclasses", "datetime", "enum", "functools", "heapq",
-    "itertools", "json", "math", "operator", "os", "pprint", "random", "re", "string", "struct", "sys", "textwrap",
+    "itertools", "json", "math", "operator", "os", "pprint", "re", "string", "struct", "sys", "textwrap",
     "time", "typing", "zlib",
 })
 
@@ -800,7 +837,12 @@ def _preload(lean: bool) -> ctypes.CDLL:
             pass
         finally:
             del sys.modules["httpx._main"]
-    return ctypes.CDLL(None, use_errno=True)  # libc, for prctl and fflush in the children
+    libc = ctypes.CDLL(None, use_errno=True)  # libc, for prctl and fflush in the children
+    # Look both up and call them once here: ctypes builds a function on its first use, and in
+    # every child that work would copy ~45 pages.
+    libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+    libc.fflush(None)
+    return libc
 
 
 def _listen(path: str, backlog: int) -> socket.socket:
@@ -846,9 +888,11 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
     selector.register(wake_r, selectors.EVENT_READ, "wake")
     selector.register(parent_pipe, selectors.EVENT_READ, "parent")
     # What is loaded now is shared with every child: keep the collector from touching it (and
-    # so copying its pages) in each of them.
+    # so copying its pages) in each of them. Hand back the memory that importing freed (the
+    # compiler's, when there is no bytecode cache): every fork would copy its page tables.
     gc.collect()
     gc.freeze()
+    libc.malloc_trim(0)
     try:
         while True:
             server.top_up()
