@@ -180,8 +180,8 @@ async def serve_route(request: Request, rest: str) -> Any:
     trigger = Trigger("route", f"{found.method} {found.path}")
     script = found.runnable.path
     if found.request_type == "sync":
-        job = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event)
-        return result_response(job, 200)
+        job_id, outcome = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event)
+        return result_response(job_id, outcome, 200)
     job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event)
     if found.request_type == "async":
         return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})

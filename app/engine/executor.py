@@ -65,6 +65,7 @@ class QueuedJob:
     concurrency_limit: int | None = None
     concurrency_window_s: float | None = None
     claimed: bool = False  # written RUNNING by this process already (synchronous runs)
+    context: Any = None  # what `run` would otherwise read, when whoever queued the run knew it already
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +153,7 @@ class Executor:
         self._limits = _Concurrency()
         self._cancels: dict[str, CancelToken] = {}
         self._reasons: dict[str, str] = {}  # why a run was cancelled, by run id
-        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Outcome | None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
@@ -207,13 +208,14 @@ class Executor:
         """True while a run is queued or running in this process."""
         return job_id in self._cancels
 
-    def watch(self, job_id: str) -> asyncio.Future[str]:
-        """A future resolved with the final status of a run."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    def watch(self, job_id: str) -> asyncio.Future[Outcome | None]:
+        """A future resolved once a run is final: with its outcome as it was written, or None
+        when this process did not carry it to its end (cancelled while queued, say)."""
+        future: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, []).append(future)
         return future
 
-    def unwatch(self, job_id: str, future: asyncio.Future[str]) -> None:
+    def unwatch(self, job_id: str, future: asyncio.Future[Outcome | None]) -> None:
         waiters = self._waiters.get(job_id)
         if waiters and future in waiters:
             waiters.remove(future)
@@ -335,15 +337,15 @@ class Executor:
             (outcome.status, outcome.result, _json(outcome.error), now_ms(), job.id),
         ))
         await self.db.write(*statements)
-        self._settle(job.id, outcome.status)
+        self._settle(job.id, outcome)
 
-    def _settle(self, job_id: str, status: str | None) -> None:
+    def _settle(self, job_id: str, outcome: Outcome | None) -> None:
         self._cancels.pop(job_id, None)
         self._reasons.pop(job_id, None)
         self.hub.publish(job_id, False)
         for future in self._waiters.pop(job_id, []):
             if not future.done():
-                future.set_result(status or "")
+                future.set_result(outcome)
 
     def queued(self) -> int:
         return len(self._waited) + len(self._ready)

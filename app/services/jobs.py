@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import hashlib
 import logging
 import os
@@ -53,6 +54,11 @@ class Trigger(msgspec.Struct, frozen=True):
     detail: str = ""
 
 
+def _event_text(version: dict[str, Any], event: Any) -> str | None:
+    """What a run keeps of its trigger's event: only a script with a preprocessor uses it."""
+    return None if event is None or not version["has_preprocessor"] else msgspec.json.encode(event).decode()
+
+
 def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
@@ -70,6 +76,28 @@ def job_view(row: Row) -> dict[str, Any]:
         "finished_at": finished, "duration_ms": finished - started if started and finished else None,
         "priority": row["priority"], "attempt": row["attempt"], "progress": row["progress"],
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInput:
+    """What a run of a script starts from: its job row and its script version."""
+
+    args: str  # JSON text
+    event: str | None  # JSON text, for the preprocessor
+    created_by: str
+    root_job: str | None
+    parent_job: str | None
+    hash: str
+    path: str
+    content: str
+    settings: ScriptSettings
+    lock: str | None
+
+    @classmethod
+    def of_row(cls, row: Row) -> RunInput:
+        settings = msgspec.json.decode(row["settings"], type=ScriptSettings) if row["settings"] else ScriptSettings()
+        return cls(row["args"], row["event"], row["created_by"], row["root_job"], row["parent_job"], row["hash"],
+                   row["path"], row["content"], settings, row["lock"])
 
 
 def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings, attempt: int = 1, claimed: bool = False) -> QueuedJob:
@@ -226,8 +254,7 @@ class Jobs:
             (job_id, actor.workspace, version["path"], version["hash"], args_text, status, trigger.kind, trigger.detail,
              actor.request_id, parent, root or parent, actor.username or "", now, scheduled_for,
              now if status == "RUNNING" else None, version["settings"].priority,
-             self.executor.worker_id if status == "RUNNING" else "",
-             None if event is None or not version["has_preprocessor"] else msgspec.json.encode(event).decode()),
+             self.executor.worker_id if status == "RUNNING" else "", _event_text(version, event)),
         )
 
     async def enqueue(
@@ -254,22 +281,29 @@ class Jobs:
     async def run_and_wait(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
         parent: str | None = None, event: Any = None,
-    ) -> dict[str, Any]:
-        """Run now and wait for the final status; the finished job."""
+    ) -> tuple[str, Outcome]:
+        """Run now and wait for the final status: the run's id and how it ended."""
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
         job_id = str(uuid.uuid4())
         await self.db.write(self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event))
         self.started[trigger.kind] += 1
         done = self.executor.watch(job_id)
-        self.executor.submit(queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True))
+        job = queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True)
+        # What the INSERT wrote, handed to the run rather than read back.
+        job.context = RunInput(args_text, _event_text(version, event), actor.username or "", parent, parent,
+                               version["hash"], version["path"], version["content"], version["settings"], version["lock"])
+        self.executor.submit(job)
         try:
-            await asyncio.shield(done)
+            outcome = await asyncio.shield(done)
         except asyncio.CancelledError:
             # The caller went away; the run goes on and keeps its record.
             self.executor.unwatch(job_id, done)
             raise
-        return await self.get(actor.workspace, job_id)
+        if outcome is None:  # not carried to its end here: the record says how it ended
+            final = await self.get(actor.workspace, job_id)
+            outcome = Outcome(final["status"], msgspec.json.encode(final["result"]).decode(), final["error"])
+        return job_id, outcome
 
     async def wait(self, workspace: str, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """The job once it is final (or as it is when `timeout_s` runs out)."""
@@ -377,35 +411,30 @@ class Jobs:
 
     async def run_script(self, job: QueuedJob, sink: LogSink, cancel: CancelToken) -> Outcome:
         """Carry out one run of a script; awaited by the executor."""
-        row = await self.db.fetchrow(
-            "SELECT j.args, j.event, j.created_by, j.root_job, j.parent_job, v.hash, v.content, v.settings, v.lock, v.path "
-            "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
-            job.id,
-        )
-        if row is None:
+        run = job.context if isinstance(job.context, RunInput) else await self._read_input(job.id)
+        if run is None:
             return Outcome("FAILED", error={"name": "ScriptMissing", "message": "the script version of this run was deleted"})
-        settings = self._settings_of(row)
-        cached = await self._cached(row, settings, sink)
+        cached = await self._cached(run, sink)
         if cached is not None:
             return cached
-        args = msgspec.json.decode(row["args"])
-        if "$res:" in row["args"] or "$var:" in row["args"]:
-            actor = Actor(row["created_by"] or None, job.workspace, "executor")
+        args = msgspec.json.decode(run.args)
+        if "$res:" in run.args or "$var:" in run.args:
+            actor = Actor(run.created_by or None, job.workspace, "executor")
             try:
                 args = await self.resources.resolve(actor, args)
             except Exception as error:  # a $res:/$var: argument that does not resolve
                 return Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
         try:
-            environment = await self._environment(row, sink)
+            environment = await self._environment(run, sink)
         except InstallError as error:
             sink.note(f"installing the dependencies failed:\n{error.message}")
             return Outcome("FAILED", error={"name": "DependencyInstallError", "message": error.message})
-        forkserver, code = self._prepare(row["hash"], row["path"], row["content"])
+        forkserver, code = self._prepare(run.hash, run.path, run.content)
         child = ChildJob(
-            source=row["content"], path=row["path"], args=args, env=self._env(job, row),
+            source=run.content, path=run.path, args=args, env=self._env(job, run),
             sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
             memory_limit_mb=self.settings.job_memory_limit_mb,
-            preprocessor_event=_decode(row["event"]), code=code,
+            preprocessor_event=_decode(run.event), code=code,
         )
         handle = await forkserver.submit(child, sink.line)
         cancel.on_cancel(handle.cancel)
@@ -433,10 +462,19 @@ class Jobs:
             prepared = self._prepared[digest, path] = (forkserver, compile_script(source, path))
         return prepared
 
-    async def _cached(self, row: Row, settings: ScriptSettings, sink: LogSink) -> Outcome | None:
+    async def _read_input(self, job_id: str) -> RunInput | None:
+        row = await self.db.fetchrow(
+            "SELECT j.args, j.event, j.created_by, j.root_job, j.parent_job, v.hash, v.path, v.content, v.settings, v.lock "
+            "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
+            job_id,
+        )
+        return None if row is None else RunInput.of_row(row)
+
+    async def _cached(self, run: RunInput, sink: LogSink) -> Outcome | None:
+        settings = run.settings
         if not settings.cache_ttl:
             return None
-        key = hashlib.sha256(f"{row['hash']}\0{row['args']}".encode()).hexdigest()[:32]
+        key = hashlib.sha256(f"{run.hash}\0{run.args}".encode()).hexdigest()[:32]
         hit = await self.db.fetchrow(
             "SELECT id, result FROM job WHERE cache_key = $1 AND status = 'SUCCESS' AND finished_at >= $2 "
             "ORDER BY finished_at DESC LIMIT 1",
@@ -448,34 +486,34 @@ class Jobs:
         sink.note(f"result reused from run {hit['id']} (cached for {settings.cache_ttl:g} s)")
         return Outcome("SUCCESS", result=hit["result"])
 
-    async def _environment(self, row: Row, sink: LogSink) -> Path | None:
+    async def _environment(self, run: RunInput, sink: LogSink) -> Path | None:
         """The folder of the script's packages (installed on first use, in a thread), or None."""
-        if row["lock"]:
-            return (await asyncio.to_thread(ensure_locked_environment, row["lock"], self.cache_dir)).path
-        requirements = self._requirements.get(row["hash"])
+        if run.lock:
+            return (await asyncio.to_thread(ensure_locked_environment, run.lock, self.cache_dir)).path
+        requirements = self._requirements.get(run.hash)
         if requirements is None:
-            requirements = self._requirements[row["hash"]] = infer_requirements(row["content"])
+            requirements = self._requirements[run.hash] = infer_requirements(run.content)
         if not requirements:
             return None
         sink.note(f"dependencies: {', '.join(requirements)}")
         environment = await asyncio.to_thread(ensure_environment, requirements, self.cache_dir)
-        await self.scripts.remember_lock(row["hash"], environment.lock)
+        await self.scripts.remember_lock(run.hash, environment.lock)
         return environment.path
 
-    def _env(self, job: QueuedJob, row: Row) -> dict[str, str]:
+    def _env(self, job: QueuedJob, run: RunInput) -> dict[str, str]:
         """The WM_* environment Windmill scripts (and the wmill client) expect."""
-        username = row["created_by"] or "anonymous"
+        username = run.created_by or "anonymous"
         ttl = int((job.timeout_s or self.settings.token_ttl_s) + 300)
         token, _ = self.jwt.issue(username, ttl_s=ttl, job=job.id)
         env = {
             "WM_BASE_URL": self.settings.internal_url, "BASE_INTERNAL_URL": self.settings.internal_url,
-            "WM_TOKEN": token, "WM_WORKSPACE": job.workspace, "WM_JOB_ID": job.id, "WM_JOB_PATH": row["path"],
+            "WM_TOKEN": token, "WM_WORKSPACE": job.workspace, "WM_JOB_ID": job.id, "WM_JOB_PATH": run.path,
             "WM_USERNAME": username, "WM_EMAIL": f"{username}@flowmill.local", "WM_PERMISSIONED_AS": f"u/{username}",
-            "WM_STATE_PATH": f"{row['path']}/state", "WM_STATE_PATH_NEW": f"{row['path']}/state",
+            "WM_STATE_PATH": f"{run.path}/state", "WM_STATE_PATH_NEW": f"{run.path}/state",
             "FLOWMILL_JOB_ID": job.id,
         }
-        if row["root_job"]:
-            env["WM_ROOT_FLOW_JOB_ID"] = row["root_job"]
-        if row["parent_job"]:
-            env["WM_FLOW_JOB_ID"] = row["parent_job"]
+        if run.root_job:
+            env["WM_ROOT_FLOW_JOB_ID"] = run.root_job
+        if run.parent_job:
+            env["WM_FLOW_JOB_ID"] = run.parent_job
         return env

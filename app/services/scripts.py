@@ -200,3 +200,6 @@ class Scripts:
     async def remember_lock(self, digest: str, lock: str) -> None:
         """Keep the pinned requirements found at a version's first run."""
         await self.db.execute("UPDATE script_version SET lock = $1 WHERE hash = $2", lock, digest)
+        for _, version in self._latest.values():  # synchronous runs start from these: no install check again
+            if version["hash"] == digest:
+                version["lock"] = lock

@@ -46,7 +46,7 @@ def test_runs_nobody_waits_for_yield_to_a_burst_of_requests(backend: str) -> Non
         asked = time.monotonic()
         done = executor.watch("fg")
         executor.submit(QueuedJob("fg", "main", "f/test/x", claimed=True))  # somebody waits for it
-        assert await asyncio.wait_for(done, 5) == "SUCCESS"
+        assert (await asyncio.wait_for(done, 5)).status == "SUCCESS"
         assert started["fg"] - asked < 0.1  # at once, burst or not
         await requests
         during = sorted(at for job_id, at in started.items() if job_id in background and at < burst_ends)

@@ -11,6 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from app.engine.executor import Outcome
 from app.errors import Conflict, FlowmillError
 from app.api.context import context, json_body
 from app.services import Services
@@ -76,15 +77,15 @@ def job_out(job: dict[str, Any]) -> JobOut:
     return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"])})
 
 
-def result_response(job: dict[str, Any], status: int | None = None) -> Response[Any]:
-    """The result of a finished run, or its error in the envelope."""
-    if job["status"] != "SUCCESS":
-        error = job["error"] or {}
+def result_response(job_id: str, outcome: Outcome, status: int | None = None) -> Response[Any]:
+    """The result of a finished run (its JSON text as it is), or its error in the envelope."""
+    if outcome.status != "SUCCESS":
+        error = outcome.error or {}
         raise RunFailed(
-            f"the run ended {job['status']}: {error.get('message', '')}",
-            {"jobId": job["id"], "status": job["status"], "error": error},
+            f"the run ended {outcome.status}: {error.get('message', '')}",
+            {"jobId": job_id, "status": outcome.status, "error": error},
         )
-    return Response(msgspec.Raw(msgspec.json.encode(job["result"])), headers={"x-job-id": job["id"]}, status_code=status)
+    return Response(msgspec.Raw((outcome.result or "null").encode()), headers={"x-job-id": job_id}, status_code=status)
 
 
 def _trigger(request: Request) -> Trigger:
@@ -110,8 +111,7 @@ async def run_hash_async(request: Request, digest: str) -> JobCreated:
 async def run_wait_result(request: Request, path: str) -> Response[Any]:
     """Run the script and answer with its result (the job id in `x-job-id`)."""
     services, actor = context(request)
-    job = await services.jobs.run_and_wait(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"))
-    return result_response(job)
+    return result_response(*await services.jobs.run_and_wait(actor, await json_body(request), Trigger("api"), path=path.lstrip("/")))
 
 
 @post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200)
@@ -183,7 +183,7 @@ async def get_result(request: Request, job_id: str) -> Response[Any]:
     job = await services.jobs.get(actor.workspace, job_id)
     if job["status"] not in FINAL:
         raise Conflict(f"the run is {job['status']}; it has no result yet", {"status": job["status"]})
-    return result_response(job)
+    return result_response(job_id, Outcome(job["status"], msgspec.json.encode(job["result"]).decode(), job["error"]))
 
 
 @get("/jobs/{job_id:str}/logs", opt={"role": "viewer"})
