@@ -102,8 +102,12 @@ def test_jwt_verification_pins_the_algorithm_the_issuer_and_the_expiry() -> None
 
 
 def test_issued_jwts_expire_and_differ() -> None:
-    codec = JwtCodec(secrets.token_bytes(32), ttl_s=60)
-    one, expires = codec.issue("bob")
+    key = secrets.token_bytes(32)
+    codec = JwtCodec(key, ttl_s=60)
+    one, expires = codec.issue("bob", job="j-1")
+    # Standard HS256 JWTs, which any JWT library reads (the wmill client, for one, decodes them).
+    assert jwt.get_unverified_header(one) == {"alg": "HS256", "typ": "JWT"}
+    assert jwt.decode(one, key, algorithms=["HS256"], issuer="flowmill")["job"] == "j-1"
     two, _ = codec.issue("bob")
     assert one != two  # each has its own id
     assert int(time.time()) + 58 <= expires <= int(time.time()) + 61
