@@ -286,7 +286,10 @@ class Jobs:
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
         job_id = str(uuid.uuid4())
-        await self.db.write(self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event))
+        # Not durable: nobody hears of this run before its final status, whose commit is, and
+        # takes this one to the disk with it. Until then a kill -9 still leaves it to recovery.
+        await self.db.write(self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event),
+                            durable=False)
         self.started[trigger.kind] += 1
         done = self.executor.watch(job_id)
         job = queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True)

@@ -68,8 +68,11 @@ class Database(abc.ABC):
         return None if row is None else row[0]
 
     @abc.abstractmethod
-    async def write(self, *statements: Statement) -> list[Result]:
-        """Apply `statements` in one transaction; return once it is committed."""
+    async def write(self, *statements: Statement, durable: bool = True) -> list[Result]:
+        """Apply `statements` in one transaction; return once it is committed. With
+        `durable=False` the commit may skip waiting for the disk: it survives the process
+        dying, and the next durable commit takes it to the disk too (for a write nobody is
+        told of before a durable one follows)."""
 
     async def execute(self, sql: str, *args: Any) -> Result:
         """One write statement, committed on return."""

@@ -73,9 +73,11 @@ class PostgresDatabase(Database):
         except asyncpg.PostgresError as error:
             raise _classify(error) from error
 
-    async def write(self, *statements: Statement) -> list[Result]:
+    async def write(self, *statements: Statement, durable: bool = True) -> list[Result]:
         try:
             async with self._ready_pool().acquire() as conn, conn.transaction():
+                if not durable:  # the commit's WAL is flushed by the next synchronous commit, or within ms
+                    await conn.execute("SET LOCAL synchronous_commit TO OFF")
                 return [await self._run(conn, s) for s in statements]
         except asyncpg.PostgresError as error:
             raise _classify(error) from error

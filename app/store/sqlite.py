@@ -40,12 +40,14 @@ def _classify(error: sqlite3.Error) -> StoreError:
 
 
 class _Pending:
-    __slots__ = ("statements", "future", "loop")
+    __slots__ = ("statements", "future", "loop", "durable")
 
-    def __init__(self, statements: tuple[Statement, ...], future: asyncio.Future, loop: asyncio.AbstractEventLoop):
+    def __init__(self, statements: tuple[Statement, ...], future: asyncio.Future, loop: asyncio.AbstractEventLoop,
+                 durable: bool):
         self.statements = statements
         self.future = future
         self.loop = loop
+        self.durable = durable
 
 
 def _settle(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:  # on the event loop
@@ -71,6 +73,7 @@ class SQLiteDatabase(Database):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._batches = 0
+        self._unsynced = 0  # batches committed without waiting for the disk (no durable write in them)
         self._writes = 0
         self._waiting = 0
 
@@ -136,13 +139,13 @@ class SQLiteDatabase(Database):
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, *statements: Statement) -> list[Result]:
+    async def write(self, *statements: Statement, durable: bool = True) -> list[Result]:
         if self._writer is None:
             raise StoreError("the database is closed")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._waiting += 1
-        self._queue.put(_Pending(statements, future, loop))
+        self._queue.put(_Pending(statements, future, loop, durable))
         try:
             return await asyncio.shield(future)
         finally:
@@ -151,6 +154,7 @@ class SQLiteDatabase(Database):
     def _write_loop(self, conn: sqlite3.Connection, ready: threading.Event) -> None:
         ready.set()
         stopping = False
+        synchronous = self.synchronous
         while not stopping:
             batch = [self._queue.get()]
             while len(batch) < MAX_BATCH:
@@ -162,6 +166,13 @@ class SQLiteDatabase(Database):
                 stopping = True
                 batch = [item for item in batch if item is not _STOP]
             if batch:
+                # A batch of writes that need not wait for the disk (see `write`) commits
+                # with NORMAL: into the WAL, whose next FULL commit syncs them too.
+                wanted = self.synchronous if any(item.durable for item in batch) else "NORMAL"
+                if wanted != synchronous:
+                    conn.execute(f"PRAGMA synchronous = {wanted}")
+                    synchronous = wanted
+                self._unsynced += wanted == "NORMAL"
                 self._commit(conn, batch)
         conn.execute("PRAGMA optimize")
         conn.close()
@@ -223,5 +234,6 @@ class SQLiteDatabase(Database):
             "readers": len(self._readers),
             "writer_waiting": self._waiting,
             "write_batches_total": self._batches,
+            "write_batches_unsynced_total": self._unsynced,
             "writes_total": self._writes,
         }

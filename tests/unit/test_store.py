@@ -98,6 +98,27 @@ def test_a_write_is_committed_when_it_returns(backend: str) -> None:
     run_on(backend, scenario)
 
 
+def test_a_write_that_need_not_be_durable_commits_all_the_same(backend: str) -> None:
+    """`durable=False` skips waiting for the disk, not the commit; the next durable write syncs
+    again (and takes the earlier one with it)."""
+
+    async def scenario(db) -> None:  # type: ignore[no-untyped-def]
+        before = db.pool_state()
+        await db.write(Statement(INSERT, ("quick", "1")), durable=False)
+        assert await db.fetchval("SELECT value FROM kv_entry WHERE key = 'quick'") == "1"
+        middle = db.pool_state()
+        await db.execute(INSERT, "synced", "2")
+        after = db.pool_state()
+        assert await db.fetchval("SELECT count(*) FROM kv_entry") == 2
+        if backend == "sqlite":
+            assert middle["write_batches_unsynced_total"] - before["write_batches_unsynced_total"] == 1
+            assert after["write_batches_unsynced_total"] == middle["write_batches_unsynced_total"]
+        else:
+            assert await db.fetchval("SHOW synchronous_commit") == "on"  # SET LOCAL ended with its transaction
+
+    run_on(backend, scenario)
+
+
 def test_concurrent_writes_share_the_connections(backend: str) -> None:
     """SQLite: one writer with group commit, so many waiting writes share one transaction (and
     one fsync). PostgreSQL: a bounded pool, whatever the number of writers."""
