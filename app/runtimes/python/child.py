@@ -203,18 +203,26 @@ def compile_script(source: str, path: str) -> bytes | None:
     return marshal.dumps(code)
 
 
-def _read_job(conn: socket.socket) -> ChildJob:
+# A child talks to the fork server on a plain descriptor, not a socket object: every object a
+# child builds or touches costs it copied pages.
+def _read_job(fd: int) -> ChildJob:
     def exactly(size: int) -> bytes:
-        data = bytearray()
+        data = os.read(fd, size)
         while len(data) < size:
-            chunk = conn.recv(min(size - len(data), 1 << 20))
+            chunk = os.read(fd, min(size - len(data), 1 << 20))
             if not chunk:
                 raise EOFError("the server closed the connection before sending the job")
             data += chunk
-        return bytes(data)
+        return data
 
     (size,) = HEADER.unpack(exactly(HEADER.size))
     return _job_decoder.decode(exactly(size))
+
+
+def _send(fd: int, frame: bytes) -> None:
+    view = memoryview(frame)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _reset_environment() -> None:
@@ -228,7 +236,9 @@ def _reset_environment() -> None:
 
 def _enter(job: ChildJob, filename: str) -> None:
     """Make the process the script's: its environment, import path, argv and memory limit."""
-    os.environ.update(job.env)
+    environ = os.environ
+    for key, value in job.env.items():  # not update(): its check that env is a Mapping costs copied pages
+        environ[key] = value
     sys.path[:0] = job.sys_path
     sys.argv = [filename]
     if job.memory_limit_mb:
@@ -256,7 +266,7 @@ def _failure_of(error: BaseException, filename: str) -> Failed:
 
 def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
     result = function(*args, **kwargs)
-    if inspect.iscoroutine(result):
+    if isinstance(result, types.CoroutineType):
         import asyncio  # already loaded by httpx in the fork server: free
 
         return asyncio.run(result)
@@ -267,7 +277,7 @@ def _accepted(function: Any, args: dict[str, Any]) -> dict[str, Any]:
     """The arguments `function` takes: like Windmill, a payload's other keys (a webhook's,
     say) are left out rather than failing the run, unless it takes **kwargs."""
     code = getattr(function, "__code__", None)
-    if code is not None and not inspect.ismethod(function):  # a plain function: its code says (inspect is slow)
+    if code is not None and not isinstance(function, types.MethodType):  # a plain function: its code says
         if code.co_flags & inspect.CO_VARKEYWORDS:
             return args
         names = set(code.co_varnames[code.co_posonlyargcount: code.co_argcount + code.co_kwonlyargcount])
@@ -370,12 +380,12 @@ def _flush_output(libc: ctypes.CDLL) -> None:
     libc.fflush(None)  # what C code printed through stdio, which _exit would drop
 
 
-def run_one(conn: socket.socket, libc: ctypes.CDLL) -> None:
-    """Take one job from `conn`, run it, and answer."""
+def run_one(fd: int, libc: ctypes.CDLL) -> None:
+    """Take one job from `fd`, run it, and answer."""
     try:
-        job = _read_job(conn)
+        job = _read_job(fd)
     except msgspec.ValidationError as error:  # a fault of the server's, said as such rather than as a crash
-        conn.sendall(encode_frame(_error("InvalidJob", f"the run's job is malformed: {error}")))
+        _send(fd, encode_frame(_error("InvalidJob", f"the run's job is malformed: {error}")))
         return
     me = os.getpid()
     filename = script_filename(job.path)
@@ -390,7 +400,7 @@ def run_one(conn: socket.socket, libc: ctypes.CDLL) -> None:
         frame = encode_frame(_error("MemoryError", "the run's outcome did not fit in its memory limit"))
     # Everything the script wrote is in the pipe before the outcome is sent: the fork server,
     # once it has the outcome, reads the pipe to its end and misses nothing.
-    conn.sendall(frame)
+    _send(fd, frame)
 
 
 _JOB_FD = 3  # where a child keeps its end of the socket pair; every other descriptor above 2 is closed
@@ -427,9 +437,7 @@ def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> 
     if os.getppid() != parent:  # the fork server died before the line above
         return False
     os.setsid()  # its own process group: a kill of the group reaches whatever the script starts
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=_JOB_FD)
-    run_one(conn, libc)
-    conn.close()
+    run_one(_JOB_FD, libc)
     return True
 
 
