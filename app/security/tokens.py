@@ -15,6 +15,7 @@ from pathlib import Path
 import jwt
 
 from app.errors import ConfigError
+from app.ids import random_bytes
 
 ALGORITHM = "HS256"
 API_TOKEN_PREFIX = "fm_"
@@ -58,7 +59,7 @@ class JwtCodec:
         """(token, expiry as epoch seconds). `extra` claims scope it, e.g. `job=<id>`."""
         now = int(time.time())
         exp = now + (ttl_s or self.ttl_s)
-        claims = {"sub": username, "iat": now, "exp": exp, "jti": secrets.token_hex(8), "iss": "flowmill", **extra}
+        claims = {"sub": username, "iat": now, "exp": exp, "jti": random_bytes(8).hex(), "iss": "flowmill", **extra}
         # Signed here rather than by PyJWT (which `verify` uses): every run gets a token, and
         # PyJWT's checks of the key on each call cost more than the signature.
         signing_input = _HEADER + b"." + _base64url(json.dumps(claims, separators=(",", ":")).encode())

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from app.engine.forkserver import ChildJob, ForkServer
 from app.runtimes.python.child import compile_script, is_light
 from app.engine.logs import LogSink
 from app.errors import BadRequest, NotFound, TooLarge
+from app.ids import random_uuid
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
 from app.security.tokens import JwtCodec
 from app.services.actor import Actor
@@ -265,7 +265,7 @@ class Jobs:
         preprocessor, when it has one (which then gives main its arguments)."""
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
-        job_id = str(uuid.uuid4())
+        job_id = random_uuid()
         at = scheduled_for or now_ms()
         await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event))
         self.started[trigger.kind] += 1
@@ -285,7 +285,7 @@ class Jobs:
         """Run now and wait for the final status: the run's id and how it ended."""
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
-        job_id = str(uuid.uuid4())
+        job_id = random_uuid()
         # Not durable: nobody hears of this run before its final status, whose commit is, and
         # takes this one to the disk with it. Until then a kill -9 still leaves it to recovery.
         await self.db.write(self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event),
