@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import time
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+import msgspec
 
 from app.errors import ConfigError
 from app.ids import random_bytes
@@ -62,7 +62,7 @@ class JwtCodec:
         claims = {"sub": username, "iat": now, "exp": exp, "jti": random_bytes(8).hex(), "iss": "flowmill", **extra}
         # Signed here rather than by PyJWT (which `verify` uses): every run gets a token, and
         # PyJWT's checks of the key on each call cost more than the signature.
-        signing_input = _HEADER + b"." + _base64url(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = _HEADER + b"." + _base64url(msgspec.json.encode(claims))
         signature = hmac.new(self._key, signing_input, hashlib.sha256).digest()
         return (signing_input + b"." + _base64url(signature)).decode(), exp
 
