@@ -59,6 +59,10 @@ def _event_text(version: dict[str, Any], event: Any) -> str | None:
     return None if event is None or not version["has_preprocessor"] else msgspec.json.encode(event).decode()
 
 
+def _settings_of(row: Row) -> ScriptSettings:
+    return msgspec.json.decode(row["settings"], type=ScriptSettings) if row["settings"] else ScriptSettings()
+
+
 def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
@@ -95,9 +99,8 @@ class RunInput:
 
     @classmethod
     def of_row(cls, row: Row) -> RunInput:
-        settings = msgspec.json.decode(row["settings"], type=ScriptSettings) if row["settings"] else ScriptSettings()
         return cls(row["args"], row["event"], row["created_by"], row["root_job"], row["parent_job"], row["hash"],
-                   row["path"], row["content"], settings, row["lock"])
+                   row["path"], row["content"], _settings_of(row), row["lock"])
 
 
 def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings, attempt: int = 1, claimed: bool = False) -> QueuedJob:
@@ -165,7 +168,7 @@ class Jobs:
             for row in rows:
                 if self.executor.knows(row["id"]):
                     continue
-                job = queued_job(row["id"], row["workspace_id"], row["path"], self._settings_of(row), row["attempt"])
+                job = queued_job(row["id"], row["workspace_id"], row["path"], _settings_of(row), row["attempt"])
                 job.not_before = row["scheduled_for"] / 1000
                 self.executor.submit(job)
             if limit is not None or len(rows) < size:
@@ -180,10 +183,6 @@ class Jobs:
             except Exception as error:  # keep polling through a passing database error
                 logging.getLogger("flowmill.jobs").warning("polling the queue failed: %s", error)
 
-    @staticmethod
-    def _settings_of(row: Row) -> ScriptSettings:
-        return msgspec.json.decode(row["settings"], type=ScriptSettings) if row["settings"] else ScriptSettings()
-
     async def _recover(self) -> None:
         """RUNNING runs left by a dead process: queued again when their retries allow,
         otherwise FAILED with the reason. Never left running."""
@@ -195,7 +194,7 @@ class Jobs:
         for row in rows:
             if not self._orphaned(row["worker"]):
                 continue
-            retry = self._settings_of(row).retry
+            retry = _settings_of(row).retry
             if retry and row["attempt"] < 1 + retry.attempts:
                 statements.append(Statement(
                     "UPDATE job SET status = 'QUEUED', attempt = attempt + 1, scheduled_for = $1 WHERE id = $2",
