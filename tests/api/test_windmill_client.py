@@ -325,6 +325,24 @@ def test_runs_results_and_failures(server: FlowmillServer, outside: str) -> None
         wmill.get_job("00000000-0000-0000-0000-000000000000")
 
 
+def test_windmill_run_wait_result_routes(server: FlowmillServer, admin: str) -> None:
+    digest = script_hash(server, admin, "u/admin/add")
+    with server.client(admin) as client:
+        by_path = client.post("/api/w/main/jobs/run_wait_result/p/u/admin/add", json={"a": 2, "b": 3}, timeout=90)
+        by_hash = client.post(f"/api/w/main/jobs/run_wait_result/h/{digest}", json={"a": 4, "b": 4}, timeout=90)
+        failed = client.post("/api/w/main/jobs/run_wait_result/p/u/admin/fails", json={}, timeout=90)
+        timed_out = client.post("/api/w/main/jobs/run_wait_result/p/u/admin/slow", json={"s": 30}, timeout=90)
+        missing = client.post("/api/w/main/jobs/run_wait_result/p/u/admin/nothing", json={}, timeout=90)
+        job = client.get(f"/api/w/main/jobs_u/get/{failed.headers['x-job-id']}").json()
+    assert by_path.status_code == 200 and by_path.json() == 5
+    assert by_hash.status_code == 200 and by_hash.json() == 8
+    assert failed.status_code == 422
+    assert failed.json()["error"]["name"] == "ValueError" and failed.json()["error"]["message"] == "boom"
+    assert "stack" in failed.json()["error"] and job["success"] is False
+    assert timed_out.status_code == 422 and timed_out.json()["error"]["name"] == "Timeout"
+    assert missing.status_code == 404
+
+
 def test_cancel_and_status_of_a_running_job(server: FlowmillServer, outside: str) -> None:
     job_id = wmill.run_script_by_path_async("u/admin/sleepy", args={"s": 30})
     wait_for(lambda: wmill.get_job_status(job_id) == "RUNNING", 10, "the run starting")

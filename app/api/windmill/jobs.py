@@ -1,7 +1,8 @@
 """Windmill's job routes: start runs by path or hash, follow them, read results, cancel,
 progress. What `wmill.run_script_by_path[_async]`, `run_script_by_hash[_async]`,
 `wait_job`, `get_job`, `get_job_status`, `get_result`, `cancel_job`, `get_root_job_id`,
-`set_progress` / `get_progress` and `run_flow_async` call.
+`set_progress` / `get_progress` and `run_flow_async` call; and Windmill's `run_wait_result`
+routes, which answer a run with its result (422 and the error when it failed).
 
 The client's synchronous runs are an asynchronous run plus polling of
 `get_result_maybe`, which ends on every final status (success, failure, cancel, timeout).
@@ -147,6 +148,28 @@ async def run_by_hash(request: Request, digest: str) -> Response[str]:
     return await _enqueue(request, digest=digest)
 
 
+async def _run_and_wait(request: Request, path: str | None = None, digest: str | None = None) -> Response[Any]:
+    """Run now and answer as Windmill does: 200 with the result, or 422 with `{"error": ...}`."""
+    services, actor = context(request)
+    job_id, outcome = await services.jobs.run_and_wait(actor, await json_body(request), TRIGGER, path=path, digest=digest)
+    headers = {"x-job-id": job_id}
+    if outcome.status == "SUCCESS":
+        return Response(msgspec.Raw((outcome.result or "null").encode()), headers=headers, status_code=200)
+    return Response(windmill_result({"status": outcome.status, "error": outcome.error}), headers=headers, status_code=422)
+
+
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
+async def run_wait_by_path(request: Request, path: str) -> Response[Any]:
+    """Run the latest version at `path` and answer with its result."""
+    return await _run_and_wait(request, path=path.lstrip("/"))
+
+
+@post("/jobs/run_wait_result/h/{digest:str}", opt={"role": "executor"}, status_code=200)
+async def run_wait_by_hash(request: Request, digest: str) -> Response[Any]:
+    """Run one script version and answer with its result."""
+    return await _run_and_wait(request, digest=digest)
+
+
 @post("/jobs/run/f/{path:path}", opt={"role": "executor"}, status_code=201)
 async def run_flow(request: Request, path: str) -> None:
     """Flows are not part of Flowmill yet: a plain 404 rather than a faked run."""
@@ -248,6 +271,6 @@ async def get_progress(request: Request, job_id: str) -> int | None:
 
 
 HANDLERS = [
-    run_by_path, run_by_hash, run_flow, get_result_maybe, get_result, get_job, get_root_job_id, cancel, list_jobs,
+    run_by_path, run_by_hash, run_wait_by_path, run_wait_by_hash, run_flow, get_result_maybe, get_result, get_job, get_root_job_id, cancel, list_jobs,
     set_progress, get_progress,
 ]
