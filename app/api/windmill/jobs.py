@@ -18,7 +18,7 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.params import Parameter
 
 from app.api.context import context, json_body, json_string
-from app.api.v1.jobs import FINAL
+from app.api.v1.jobs import FINAL, result_response
 from app.errors import BadRequest, Conflict, NotFound
 from app.services import Services
 from app.services.actor import Actor, now_ms
@@ -152,10 +152,9 @@ async def _run_and_wait(request: Request, path: str | None = None, digest: str |
     """Run now and answer as Windmill does: 200 with the result, or 422 with `{"error": ...}`."""
     services, actor = context(request)
     job_id, outcome = await services.jobs.run_and_wait(actor, await json_body(request), TRIGGER, path=path, digest=digest)
-    headers = {"x-job-id": job_id}
     if outcome.status == "SUCCESS":
-        return Response(msgspec.Raw((outcome.result or "null").encode()), headers=headers, status_code=200)
-    return Response(windmill_result({"status": outcome.status, "error": outcome.error}), headers=headers, status_code=422)
+        return result_response(job_id, outcome)
+    return Response(windmill_result({"status": outcome.status, "error": outcome.error}), headers={"x-job-id": job_id}, status_code=422)
 
 
 @post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
