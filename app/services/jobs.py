@@ -82,6 +82,11 @@ def job_view(row: Row) -> dict[str, Any]:
     }
 
 
+def outcome_of(job: dict[str, Any]) -> Outcome:
+    """How a final run ended, from its view (`job_view`): the result back to JSON text."""
+    return Outcome(job["status"], msgspec.json.encode(job["result"]).decode(), job["error"])
+
+
 @dataclasses.dataclass(frozen=True)
 class RunInput:
     """What a run of a script starts from: its job row and its script version."""
@@ -303,8 +308,7 @@ class Jobs:
             self.executor.unwatch(job_id, done)
             raise
         if outcome is None:  # not carried to its end here: the record says how it ended
-            final = await self.get(actor.workspace, job_id)
-            outcome = Outcome(final["status"], msgspec.json.encode(final["result"]).decode(), final["error"])
+            outcome = outcome_of(await self.get(actor.workspace, job_id))
         return job_id, outcome
 
     async def wait(self, workspace: str, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:

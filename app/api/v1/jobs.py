@@ -15,7 +15,7 @@ from app.engine.executor import Outcome
 from app.errors import Conflict, FlowmillError
 from app.api.context import context, json_body
 from app.services import Services
-from app.services.jobs import Trigger
+from app.services.jobs import Trigger, outcome_of
 
 FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 
@@ -183,7 +183,7 @@ async def get_result(request: Request, job_id: str) -> Response[Any]:
     job = await services.jobs.get(actor.workspace, job_id)
     if job["status"] not in FINAL:
         raise Conflict(f"the run is {job['status']}; it has no result yet", {"status": job["status"]})
-    return result_response(job_id, Outcome(job["status"], msgspec.json.encode(job["result"]).decode(), job["error"]))
+    return result_response(job_id, outcome_of(job))
 
 
 @get("/jobs/{job_id:str}/logs", opt={"role": "viewer"})

@@ -86,7 +86,12 @@ def windmill_result(job: dict[str, Any]) -> Any:
         return job["result"]
     if job["status"] not in FINAL:
         return None
-    error = dict(job["error"] or {"name": job["status"], "message": f"the run ended {job['status']}"})
+    return windmill_error(job["status"], job["error"])
+
+
+def windmill_error(status: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    """How Windmill keeps a failed run's result: `{"error": {...}}`, with its `stack`."""
+    error = dict(error or {"name": status, "message": f"the run ended {status}"})
     if "traceback" in error and "stack" not in error:
         error["stack"] = error["traceback"]
     return {"error": error}
@@ -154,7 +159,7 @@ async def _run_and_wait(request: Request, path: str | None = None, digest: str |
     job_id, outcome = await services.jobs.run_and_wait(actor, await json_body(request), TRIGGER, path=path, digest=digest)
     if outcome.status == "SUCCESS":
         return result_response(job_id, outcome)
-    return Response(windmill_result({"status": outcome.status, "error": outcome.error}), headers={"x-job-id": job_id}, status_code=422)
+    return Response(windmill_error(outcome.status, outcome.error), headers={"x-job-id": job_id}, status_code=422)
 
 
 @post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
@@ -270,6 +275,6 @@ async def get_progress(request: Request, job_id: str) -> int | None:
 
 
 HANDLERS = [
-    run_by_path, run_by_hash, run_wait_by_path, run_wait_by_hash, run_flow, get_result_maybe, get_result, get_job, get_root_job_id, cancel, list_jobs,
-    set_progress, get_progress,
+    run_by_path, run_by_hash, run_wait_by_path, run_wait_by_hash, run_flow, get_result_maybe, get_result, get_job,
+    get_root_job_id, cancel, list_jobs, set_progress, get_progress,
 ]
