@@ -22,7 +22,7 @@ from litestar.response import ServerSentEvent
 from app.api.context import read_body
 from app.api.v1.jobs import result_response, run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized
-from app.security.signatures import Refused, verify_api_key, verify_basic, verify_hmac
+from app.security.signatures import ALWAYS_SECRET_HEADERS, Refused, secret_headers, verify_api_key, verify_basic, verify_hmac
 from app.server.access import bearer_token
 from app.services import Services
 from app.services.actor import Actor
@@ -32,7 +32,15 @@ from app.services.static import content_type
 
 CUSTOM_AUTH_TIMEOUT_S = 10.0
 log = logging.getLogger("flowmill.routes")
-_HIDDEN_HEADERS = ("authorization", "cookie")  # never handed to a script
+WEBHOOK_SECRET_HEADER = "x-webhook-secret"
+_WEBHOOK_HIDDEN = ALWAYS_SECRET_HEADERS | {WEBHOOK_SECRET_HEADER}
+
+
+# An uploaded site is the uploader's code served from the API's own origin: sandboxed, its pages
+# run in an opaque origin of their own, so their scripts can neither read the API's answers with a
+# visitor's credentials nor anything the origin keeps (storage, cookies). Forms, popups and scripts
+# still work within the page.
+STATIC_SITE_POLICY = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 
 class NoRunnable(FlowmillError):
@@ -82,12 +90,13 @@ def _body(raw: bytes, headers: dict[str, str], raw_body: bool) -> Any:
 
 
 def _event(kind: str, route_path: str, path: str, method: str, body: Any, raw: bytes, params: dict[str, str],
-           query: dict[str, str], headers: dict[str, str]) -> dict[str, Any]:
-    """What a preprocessor receives (DESIGN 4.3)."""
+           query: dict[str, str], headers: dict[str, str], hidden: frozenset[str]) -> dict[str, Any]:
+    """What a preprocessor receives (DESIGN 4.3), and what a run keeps of its request: without
+    the `hidden` headers, which carried the route's secret or a caller's credentials."""
     return {
         "kind": kind, "body": body, "raw_string": raw.decode("utf-8", "replace"), "route": route_path, "path": path,
         "method": method, "params": params, "query": query,
-        "headers": {k: v for k, v in headers.items() if k not in _HIDDEN_HEADERS},
+        "headers": {k: v for k, v in headers.items() if k not in hidden},
     }
 
 
@@ -167,9 +176,9 @@ async def serve_route(request: Request, rest: str) -> Any:
         username = await _authenticate(request, services, found, raw, headers, {})
     query = dict(request.query_params)
     body = None if found.static is not None else _body(raw, headers, found.raw_body)
-    event = _event("http", found.path, path, request.method, body, raw, params, query, headers)
-    if custom:
-        username = await _authenticate(request, services, found, raw, headers, event)
+    event = _event("http", found.path, path, request.method, body, raw, params, query, headers, secret_headers(found.auth))
+    if custom:  # the check sees the request whole, credentials included: judging them is its job
+        username = await _authenticate(request, services, found, raw, headers, {**event, "headers": headers})
     if found.static is not None:
         return await _static(request, services, found, tail, rest.endswith("/"))
     if found.runnable is None:
@@ -199,10 +208,13 @@ async def _static(request: Request, services: Services, found: Route, tail: str,
     path, content, etag = hit
     quoted = f'"{etag}"'
     cache = "no-cache" if path.endswith(".html") else "public, max-age=3600"
-    headers = {"ETag": quoted, "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    headers = {"etag": quoted, "cache-control": cache, "x-content-type-options": "nosniff",
+               "content-security-policy": STATIC_SITE_POLICY}
     if request.headers.get("if-none-match") == quoted:
         return Response(b"", status_code=304, headers=headers)
-    return Response(content, media_type=content_type(path), headers=headers)
+    # The type as it is (Litestar would add a second charset to a text/* media type); 200 said
+    # outright, since this handler also answers POST, whose default is 201.
+    return Response(content, status_code=200, headers={**headers, "content-type": content_type(path)})
 
 
 @post("/api/v1/webhook/{key:str}", opt={"audit": False}, status_code=202, include_in_schema=True)
@@ -215,12 +227,14 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
         raise NotFound("no webhook with this key")
     headers = _headers(request)
     if webhook.secret is not None:
-        given = headers.get("x-webhook-secret") or request.query_params.get("secret") or ""
+        given = headers.get(WEBHOOK_SECRET_HEADER) or request.query_params.get("secret") or ""
         if not hmac.compare_digest(given.encode(), webhook.secret.encode()):
             raise _refused(request, "webhook", "this webhook needs its secret in X-Webhook-Secret")
     raw = await read_body(request, services.settings.max_body_bytes)
     body = _body(raw, headers, raw_body=False)
-    event = _event("webhook", key, key, request.method, body, raw, {}, dict(request.query_params), headers)
+    # The secret's query form (`?secret=`) is dropped with its header: neither is the script's.
+    query = {k: v for k, v in request.query_params.items() if k != "secret"}
+    event = _event("webhook", key, key, request.method, body, raw, {}, query, headers, _WEBHOOK_HIDDEN)
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")
     args = _args(body, raw, {}, {}, wrap=False, raw_body=False)
     actor = Actor(webhook.created_by, webhook.workspace, "admin", request_id=request.scope["state"]["request_id"])

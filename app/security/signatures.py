@@ -39,6 +39,25 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a he
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
+# Headers that carry credentials whatever the route's scheme: never stored, never handed to a script.
+ALWAYS_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def secret_headers(config: Mapping[str, Any]) -> frozenset[str]:
+    """The (lower-case) headers a request to a route with `config` as its auth carries its
+    secret or its proof of it in: left out of what is stored of the request and of what a
+    script or preprocessor gets, with those that carry credentials on any route."""
+    kind = config.get("kind")
+    if kind == "api_key" and config.get("header"):
+        return ALWAYS_SECRET_HEADERS | {str(config["header"]).lower()}
+    if kind == "hmac":
+        preset = config.get("preset")
+        header = _PRESET_HEADERS.get(preset) or str(config.get("header") or GENERIC_HEADER).lower()
+        extra = {"x-hub-signature"} if preset == "github" else set()  # GitHub's SHA-1 signature, sent beside it
+        return ALWAYS_SECRET_HEADERS | {header} | extra
+    return ALWAYS_SECRET_HEADERS
+
+
 class Refused(Exception):
     """The request is not authentic. `reason` is for the logs only: the caller gets a bare 401,
     so that a forger learns nothing about which check failed."""

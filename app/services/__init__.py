@@ -13,6 +13,7 @@ from app.security.vault import Vault, load_master_key
 from app.services.accounts import Accounts
 from app.services.audit import AuditLog
 from app.services.credentials import Credentials
+from app.services.instance import InstanceSettings
 from app.services.jobs import Jobs
 from app.services.kv import KeyValueStore
 from app.services.resources import Resources
@@ -44,6 +45,7 @@ class Services:
     routes: Routes
     static: StaticFiles
     triggers: Triggers
+    instance: InstanceSettings
 
     async def start(self) -> None:
         """Start the fork server, recover interrupted runs, start the executor and the schedules."""
@@ -101,4 +103,5 @@ async def build_services(settings: Settings, db: Database) -> Services:
         routes=Routes(db, vault),
         static=StaticFiles(db),
         triggers=Triggers(db, vault, jobs),
+        instance=InstanceSettings(db),
     )

@@ -9,6 +9,7 @@ blanked, prefixed by the workspace in prefix mode, and unique with the method.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
@@ -146,6 +147,15 @@ class RouteTable:
         return {}, {}, ""
 
 
+def overlap(a: tuple[str, ...], a_static: bool, b: tuple[str, ...], b_static: bool) -> bool:
+    """Whether some request path could be served by both routes, whatever their methods: segment
+    by segment the same literal or a parameter on either side; a static route also serves every
+    path beneath its own."""
+    if len(a) != len(b) and not (a_static and len(b) > len(a)) and not (b_static and len(a) > len(b)):
+        return False
+    return all(x == y or x.startswith(":") or y.startswith(":") for x, y in zip(a, b))
+
+
 def _bind(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
     params = {}
     for segment, part in zip(segments, parts):
@@ -166,6 +176,8 @@ class Routes:
         self._loaded = 0.0
         # One process owns a SQLite database, so its own changes are all there is to see.
         self._max_age = float("inf") if db.dialect == "sqlite" else 1.0
+        # Checking that a path is free in other workspaces and taking it are one step in this process.
+        self._claiming = asyncio.Lock()
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -202,13 +214,17 @@ class Routes:
         workspaces would then collide."""
         if not actor.superadmin:
             raise Forbidden("only an instance admin changes instance settings")
-        rows = await self.db.fetch("SELECT id, workspace_id, path, method FROM route")
-        seen: dict[tuple[str, str], str] = {}
-        for row in rows:
-            key = (route_key(row["workspace_id"], row["path"], on), row["method"])
-            if key in seen:
-                raise Conflict(f"routes {row['method']} {row['path']} of two workspaces would collide without a prefix")
-            seen[key] = row["id"]
+        rows = await self.db.fetch("SELECT id, workspace_id, path, method, static_folder FROM route")
+        if not on:
+            for i, row in enumerate(rows):
+                for other in rows[i + 1:]:
+                    if other["workspace_id"] != row["workspace_id"] and overlap(
+                        tuple(row["path"].split("/")), row["static_folder"] is not None,
+                        tuple(other["path"].split("/")), other["static_folder"] is not None,
+                    ):
+                        raise Conflict(f"routes {row['path']} and {other['path']} of two workspaces would collide "
+                                       "without a prefix")
+        seen = {(route_key(row["workspace_id"], row["path"], on), row["method"]): row["id"] for row in rows}
         statements = [
             Statement("UPDATE route SET route_key = $1 WHERE id = $2", (f"!{row['id']}", row["id"])) for row in rows
         ]  # first out of the way of each other, then the keys of the new mode
@@ -247,8 +263,22 @@ class Routes:
             ))
             ids.append(route_id)
         where = f"{specs[0].method} {specs[0].path}" if len(specs) == 1 else "of these paths"
-        await self._write_unique(statements, where)
+        async with self._claiming:
+            if not prefixed:
+                await self._check_unclaimed(actor.workspace, [(normalise_path(s.path or ""), s.static is not None) for s in specs])
+            await self._write_unique(statements, where)
         return [await self.get(actor.workspace, route_id) for route_id in ids]
+
+    async def _check_unclaimed(self, workspace: str, paths: list[tuple[str, bool]]) -> None:
+        """Without a workspace prefix, a path belongs to one workspace: 409 when a route of
+        another one could serve any request these paths would (any method, any :param)."""
+        rows = await self.db.fetch("SELECT path, static_folder FROM route WHERE workspace_id <> $1", workspace)
+        for path, static in paths:
+            segments = tuple(path.split("/"))
+            for row in rows:
+                if overlap(segments, static, tuple(row["path"].split("/")), row["static_folder"] is not None):
+                    raise Conflict(f"the path {path} overlaps a route of another workspace; without the workspace "
+                                   "prefix a path belongs to one workspace")
 
     async def update(self, actor: Actor, route_id: str, spec: RouteSpec) -> dict[str, Any]:
         """Change all but the path (editors and admins)."""
@@ -259,12 +289,15 @@ class Routes:
             raise BadRequest("a route's path cannot change: create a new route and delete this one")
         auth, secret = self._checked(spec, row)
         values = self._values(spec, auth, secret, route_id)
-        await self._write_unique([Statement(
-            "UPDATE route SET method = $1, runnable_kind = $2, runnable_path = $3, request_type = $4, auth = $5, "
-            "auth_secret = $6, summary = $7, description = $8, raw_body = $9, wrap_body = $10, static_folder = $11, "
-            "static_website = $12, updated_by = $13, updated_at = $14 WHERE id = $15",
-            (spec.method, *values, actor.username or "", now_ms(), route_id),
-        )], f"{spec.method} {row['path']}")
+        async with self._claiming:
+            if spec.static is not None and not await self.prefixed():  # a static route claims what lies beneath it
+                await self._check_unclaimed(actor.workspace, [(row["path"], True)])
+            await self._write_unique([Statement(
+                "UPDATE route SET method = $1, runnable_kind = $2, runnable_path = $3, request_type = $4, auth = $5, "
+                "auth_secret = $6, summary = $7, description = $8, raw_body = $9, wrap_body = $10, static_folder = $11, "
+                "static_website = $12, updated_by = $13, updated_at = $14 WHERE id = $15",
+                (spec.method, *values, actor.username or "", now_ms(), route_id),
+            )], f"{spec.method} {row['path']}")
         return await self.get(actor.workspace, route_id)
 
     async def delete(self, actor: Actor, route_id: str) -> None:

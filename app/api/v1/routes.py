@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.params import Parameter
 
 from app.api.context import context
-from app.errors import BadRequest, Invalid, TooLarge
+from app.errors import BadRequest, Forbidden
 from app.services import Services
+from app.services.fetch import fetch_text
 from app.services.openapi import curl_command, export_openapi, import_routes
 from app.services.routes import RouteSpec
 
@@ -34,7 +34,8 @@ class ExportIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SettingsIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    route_workspace_prefix: bool
+    route_workspace_prefix: bool | None = None
+    allow_private_urls: bool | None = None  # an OpenAPI import may fetch from loopback and private addresses
 
 
 @get("/routes", opt={"role": "viewer"})
@@ -89,18 +90,9 @@ async def _spec_text(request: Request) -> tuple[str, str]:
     if given.spec is not None:
         return given.spec, given.folder
     assert given.url is not None
-    if not given.url.startswith(("http://", "https://")):
-        raise BadRequest("url must be an http(s) address")
-    try:
-        async with httpx.AsyncClient(timeout=10, follow_redirects=True) as client:
-            answer = await client.get(given.url)
-    except httpx.HTTPError as error:
-        raise Invalid(f"could not fetch {given.url}: {error}") from None
-    if answer.status_code != 200:
-        raise Invalid(f"fetching {given.url} answered {answer.status_code}")
-    if len(answer.content) > MAX_SPEC_BYTES:
-        raise TooLarge(f"the document is larger than {MAX_SPEC_BYTES} bytes")
-    return answer.text, given.folder
+    services: Services = request.app.state.services
+    allow_private = await services.instance.allow_private_urls()
+    return await fetch_text(given.url, MAX_SPEC_BYTES, allow_private), given.folder
 
 
 @post("/routes/openapi/import", opt={"role": "admin", "audit": "route.import"}, status_code=200)
@@ -187,15 +179,25 @@ async def delete_static(request: Request, folder: str) -> None:
 @get("/settings", opt={"role": "viewer"})
 async def get_settings(request: Request) -> dict[str, Any]:
     services: Services = request.app.state.services
-    return {"routeWorkspacePrefix": await services.routes.prefixed()}
+    return await _settings(services)
 
 
 @put("/settings", opt={"role": "viewer", "audit": "settings.update"})
 async def put_settings(request: Request, data: SettingsIn) -> dict[str, Any]:
-    """Instance settings (instance admins)."""
+    """Instance settings (instance admins); a setting left out is left as it is."""
     services, actor = context(request)
-    await services.routes.set_prefixed(actor, data.route_workspace_prefix)
-    return {"routeWorkspacePrefix": data.route_workspace_prefix}
+    if data.route_workspace_prefix is not None:
+        await services.routes.set_prefixed(actor, data.route_workspace_prefix)
+    if data.allow_private_urls is not None:
+        await services.instance.set_allow_private_urls(actor, data.allow_private_urls)
+    if data.route_workspace_prefix is None and data.allow_private_urls is None and not actor.superadmin:
+        raise Forbidden("only an instance admin changes instance settings")
+    return await _settings(services)
+
+
+async def _settings(services: Services) -> dict[str, Any]:
+    return {"routeWorkspacePrefix": await services.routes.prefixed(),
+            "allowPrivateUrls": await services.instance.allow_private_urls()}
 
 
 HANDLERS = [
