@@ -5,17 +5,19 @@ anything that outlives it; roles hold on every path into a run."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import hashlib
 import json
+import sqlite3
 import time
 import urllib.parse
 
 import httpx
 import pytest
 
-from tests.support import FlowmillServer, wait_for
+from tests.support import PG_URL, FlowmillServer, wait_for
 
 SECRET = "s3cr3t-value-never-shown"
 CRED = "cr3d-value-never-shown"
@@ -406,3 +408,61 @@ def main(event: dict):
     assert all(r.headers.get("retry-after") for r in burst if r.status_code == 503)
     assert server.count("job") == before + statuses.count(200)
     assert time.monotonic() - started < 30
+
+
+def test_a_webhook_changed_by_another_editor_runs_as_them(server: FlowmillServer, api: httpx.Client,
+                                                          tokens: dict[str, str]) -> None:
+    made = api.post("/api/v1/triggers", json={"kind": "webhook", "key": "sec-owned-hook",
+                                               "runnable": {"kind": "script", "path": "f/sec/echo"}}).json()
+    assert made["createdBy"] == made["updatedBy"] == made["runAs"] == "admin"
+    with server.client(tokens["editor"]) as editor:
+        changed = editor.put(f"/api/v1/triggers/{made['id']}", json={
+            "kind": "webhook", "runnable": {"kind": "script", "path": "f/sec/who"}})
+        assert changed.status_code == 200, changed.text
+    view = api.get(f"/api/v1/triggers/{made['id']}").json()
+    assert view["createdBy"] == "admin" and view["updatedBy"] == view["runAs"] == "sec-editor"
+    fired = httpx.post(f"{server.url}/api/v1/webhook/sec-owned-hook", json={})
+    job = wait_job(api, fired.json()["jobId"])
+    assert job["createdBy"] == "sec-editor" and job["result"]["me"] == "sec-editor" and job["result"]["role"] == "editor"
+
+
+def _write(server: FlowmillServer, *statements: str) -> None:
+    """Change the server's database behind its back (it is stopped)."""
+    if server.backend == "sqlite":
+        conn = sqlite3.connect(server.home / "flowmill.db")
+        try:
+            for sql in statements:
+                conn.execute(sql)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_URL, server_settings={"search_path": server.schema or "public"})
+        try:
+            for sql in statements:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_triggers_made_before_run_as_existed_run_as_their_creator(fresh_server: FlowmillServer) -> None:
+    fresh_server.start()
+    with fresh_server.client(fresh_server.admin_token()) as admin:
+        assert admin.post("/api/v1/scripts", json={"path": "f/sec/echo", "content": ECHO}).status_code in (200, 201)
+        made = admin.post("/api/v1/triggers", json={"kind": "webhook", "key": "old-hook",
+                                                     "runnable": {"kind": "script", "path": "f/sec/echo"}}).json()
+    fresh_server.stop()
+    # As the database was before the migration that fills `updated_by` ran.
+    _write(fresh_server, "UPDATE run_trigger SET updated_by = ''",
+           "DELETE FROM migration WHERE name = '2026-12-02T10:00:01:000000'")
+    fresh_server.start()
+    with fresh_server.client(fresh_server.admin_token()) as admin:
+        assert admin.get(f"/api/v1/triggers/{made['id']}").json()["runAs"] == "admin"
+        fired = httpx.post(f"{fresh_server.url}/api/v1/webhook/old-hook", json={"n": 1})
+        job = wait_job(admin, fired.json()["jobId"])
+        assert job["status"] == "SUCCESS" and job["createdBy"] == "admin"
