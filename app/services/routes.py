@@ -234,6 +234,9 @@ class Routes:
         """New routes, all or none (workspace admins only)."""
         if not at_least(actor.role, "admin"):
             raise Forbidden("creating a route needs the admin role")
+        # A route runs as whoever last changed it: made by a run, it would act as the run's
+        # identity after the run is over.
+        refuse_run_token(actor, "create routes")
         prefixed = await self.prefixed()
         statements, ids = [], []
         for spec in specs:
@@ -258,6 +261,7 @@ class Routes:
         """Change all but the path (editors and admins)."""
         if not at_least(actor.role, "editor"):
             raise Forbidden("changing a route needs the editor role")
+        refuse_run_token(actor, "change routes")
         row = await self._row(actor.workspace, route_id)
         if spec.path is not None and normalise_path(spec.path) != row["path"]:
             raise BadRequest("a route's path cannot change: create a new route and delete this one")

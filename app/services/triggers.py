@@ -34,7 +34,7 @@ from croniter import croniter
 
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.security.vault import Vault
-from app.services.actor import Actor, at_least, now_ms
+from app.services.actor import Actor, at_least, now_ms, refuse_run_token
 from app.services.jobs import Jobs, Trigger as RunTrigger
 from app.services.routes import Runnable
 from app.store.base import Database, Row, Statement
@@ -125,8 +125,10 @@ class Triggers:
     # -- managing ---------------------------------------------------------------------------------
 
     async def create(self, actor: Actor, spec: TriggerSpec) -> dict[str, Any]:
-        """A new webhook or schedule (editors and admins)."""
+        """A new webhook or schedule (editors and admins; not a run's token: the trigger
+        would go on acting as the run's identity after the run)."""
         self._may_edit(actor)
+        refuse_run_token(actor, "create triggers")
         trigger_id = str(uuid.uuid4())
         values = await self._checked(actor, spec, trigger_id)
         now = now_ms()
@@ -138,7 +140,9 @@ class Triggers:
         return await self.get(actor.workspace, trigger_id, reveal=True)
 
     async def update(self, actor: Actor, trigger_id: str, spec: TriggerSpec) -> dict[str, Any]:
+        """Change a trigger; its runs act as `actor` from now on."""
         self._may_edit(actor)
+        refuse_run_token(actor, "change triggers")
         row = await self._row(actor.workspace, trigger_id)
         if spec.kind != row["kind"]:
             raise BadRequest("a trigger's kind cannot change")

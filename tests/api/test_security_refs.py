@@ -66,6 +66,11 @@ def main():
             "member": api.put("/api/v1/workspaces/main/members/sec-viewer", json={"role": "admin"}).status_code,
             "workspace": api.post("/api/v1/workspaces", json={"id": "planted", "name": "planted"}).status_code,
             "settings": api.put("/api/v1/settings", json={"routeWorkspacePrefix": True}).status_code,
+            # A route or trigger runs as whoever last changed it: made by a run, it would act
+            # as the run's identity once the run is over.
+            "route": api.post("/api/v1/routes", json={"path": "planted/route", "runnable": {"kind": "script", "path": "f/sec/echo"}}).status_code,
+            "trigger": api.post("/api/v1/triggers", json={"kind": "webhook", "key": "planted-hook",
+                                                          "runnable": {"kind": "script", "path": "f/sec/echo"}}).status_code,
             "whoami": api.get("/api/w/main/users/whoami").json()["role"],
         }
 '''
@@ -297,7 +302,8 @@ def test_a_run_token_cannot_mint_or_plant_anything_that_outlives_the_run(server:
     answer = api.post("/api/v1/jobs/run_wait_result/p/f/sec/escalate", json={})  # as the instance admin
     assert answer.status_code == 200, answer.text
     result = answer.json()
-    assert result["register"] == result["member"] == result["workspace"] == result["settings"] == 403, result
+    for planted in ("register", "member", "workspace", "settings", "route", "trigger"):
+        assert result[planted] == 403, result
     assert result["whoami"] == "admin"  # the identity's own rights, no more
     status, native, expires = result["native"]
     assert status == 201 and not native.startswith("fm_") and not result["wmill_token"].startswith("fm_")
@@ -308,6 +314,7 @@ def test_a_run_token_cannot_mint_or_plant_anything_that_outlives_the_run(server:
     assert expires <= claims(result["own_token"])["exp"] * 1000
     assert server.count("app_user", "username = $1", "planted") == 0
     assert server.count("workspace", "id = $1", "planted") == 0
+    assert server.count("route", "path = $1", "planted/route") == server.count("run_trigger", "key = $1", "planted-hook") == 0
     assert server.count("api_token", "label = $1", "forever") == 0
     assert api.get("/api/v1/settings").json()["routeWorkspacePrefix"] is False
 
