@@ -3,11 +3,13 @@
 
 A request is matched, authenticated by the route's own scheme over the exact raw body, and
 only then turned into a run: a refused request creates nothing and its answer says nothing
-of the route's settings. A run acts as whoever last created or changed the route or webhook
-(its `runAs`), or for a `jwt` route as the caller, who needs the executor role; what the
-request carries (body, query, path parameters, headers) is data, never a `$var:`/`$res:`
-reference. `custom` checks run as the route's identity, a few at a time. sync answers with the result, async with `{"jobId"}` (202) once the
+of the route's settings. sync answers with the result, async with `{"jobId"}` (202) once the
 run is committed, sync_sse with a stream of its output and result.
+
+A run acts as whoever last created or changed the route or webhook (its `runAs`), with the
+role they hold now, or for a `jwt` route as the caller, who needs the executor role. What a
+request carries (body, query, path parameters, headers) is data, never a `$var:`/`$res:`/
+`$cred:` reference. `custom` checks run as the route's identity, a few at a time.
 """
 
 from __future__ import annotations
