@@ -5,6 +5,11 @@ A request is matched, authenticated by the route's own scheme over the exact raw
 only then turned into a run: a refused request creates nothing and its answer says nothing
 of the route's settings. sync answers with the result, async with `{"jobId"}` (202) once the
 run is committed, sync_sse with a stream of its output and result.
+
+A run acts as whoever last created or changed the route or webhook (its `runAs`), with the
+role they hold now, or for a `jwt` route as the caller, who needs the executor role. What a
+request carries (body, query, path parameters, headers) is data, never a `$var:`/`$res:`/
+`$cred:` reference. `custom` checks run as the route's identity, a few at a time.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from litestar.response import ServerSentEvent
 
 from app.api.context import read_body
 from app.api.v1.jobs import result_response, run_events
-from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized, Unavailable
 from app.security.signatures import ALWAYS_SECRET_HEADERS, Refused, secret_headers, verify_api_key, verify_basic, verify_hmac
 from app.server.access import bearer_token
 from app.services import Services
-from app.services.actor import Actor
+from app.services.actor import Actor, at_least
 from app.services.jobs import Trigger
 from app.services.routes import METHODS, Route
 from app.services.static import content_type
@@ -112,9 +117,16 @@ def _args(body: Any, raw: bytes, params: dict[str, str], query: dict[str, str], 
     return args
 
 
+async def _identity(services: Services, username: str, workspace: str, request: Request) -> Actor:
+    """The actor a run acts as: `username` with the role they hold in the workspace now
+    (None when they are no longer a member: the run then fails, it never acts)."""
+    role = await services.jobs.role_of(username, workspace)
+    return Actor(username, workspace, role, request_id=request.scope["state"]["request_id"])
+
+
 async def _authenticate(request: Request, services: Services, route: Route, raw: bytes, headers: dict[str, str],
-                        event: dict[str, Any]) -> str:
-    """The username runs of this request act as (the route's creator, or the token's user for
+                        event: dict[str, Any]) -> Actor:
+    """Who runs of this request act as (the route's last editor, or the token's user for
     jwt); raises Unauthorized without a word about the route's settings."""
     auth = route.auth
     kind = auth["kind"]
@@ -129,14 +141,24 @@ async def _authenticate(request: Request, services: Services, route: Route, raw:
             token = bearer_token(request.scope["headers"])
             if token is None:
                 raise Refused("no bearer token")
-            username, superadmin, role = await services.accounts.authenticate(token, route.workspace)
-            if role is None and not superadmin:
-                raise Forbidden(f"{username} has no access to workspace {route.workspace}")
-            return username
+            caller = await services.accounts.authenticate(token, route.workspace)
+            role = "admin" if caller.superadmin else caller.role
+            if role is None:
+                raise Forbidden(f"{caller.username} has no access to workspace {route.workspace}")
+            if not at_least(role, "executor"):  # running needs the executor role, here as everywhere
+                raise Forbidden(f"running needs the executor role in {route.workspace}; {caller.username} is {role}")
+            return Actor(caller.username, route.workspace, role, request_id=request.scope["state"]["request_id"],
+                         run_id=caller.run_id, run_token_exp=caller.expires)
         elif kind == "custom":
-            actor = Actor(route.created_by, route.workspace, "admin", request_id=request.scope["state"]["request_id"])
+            actor = await _identity(services, route.run_as, route.workspace, request)
+            if actor.role is None:
+                log.warning("route %s acts as %s, who is not a member of %s: refused", route.path, route.run_as,
+                            route.workspace)
+                raise Refused("the route's identity is not a member")
             try:
                 verdict = await services.jobs.evaluate(actor, auth["script"], {"event": event}, CUSTOM_AUTH_TIMEOUT_S)
+            except Unavailable:
+                raise  # too many checks at once: 503, the request may come again
             except FlowmillError as error:  # a failing check refuses: it never lets a request through
                 log.warning("the custom auth script of route %s failed: %s", route.path, error.message)
                 raise Refused("the custom script failed") from None
@@ -150,7 +172,7 @@ async def _authenticate(request: Request, services: Services, route: Route, raw:
         if isinstance(error, (Unauthorized, Forbidden)):
             request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="refused")
         raise
-    return route.created_by
+    return await _identity(services, route.run_as, route.workspace, request)
 
 
 @route("/api/r/{rest:path}", http_method=list(METHODS), opt={"audit": False}, include_in_schema=False)
@@ -173,19 +195,18 @@ async def serve_route(request: Request, rest: str) -> Any:
     headers = _headers(request)
     custom = found.auth["kind"] == "custom"  # the one scheme that needs the event: it decides on it
     if not custom:  # before reading the body: a stranger learns nothing of how it would be read
-        username = await _authenticate(request, services, found, raw, headers, {})
+        actor = await _authenticate(request, services, found, raw, headers, {})
     query = dict(request.query_params)
     body = None if found.static is not None else _body(raw, headers, found.raw_body)
     event = _event("http", found.path, path, request.method, body, raw, params, query, headers, secret_headers(found.auth))
     if custom:  # the check sees the request whole, credentials included: judging them is its job
-        username = await _authenticate(request, services, found, raw, headers, {**event, "headers": headers})
+        actor = await _authenticate(request, services, found, raw, headers, {**event, "headers": headers})
     if found.static is not None:
         return await _static(request, services, found, tail, rest.endswith("/"))
     if found.runnable is None:
         raise NoRunnable(f"the route {found.method} {found.path} has no script attached yet")
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="accepted")
     args = _args(body, raw, params, query, found.wrap_body, found.raw_body)
-    actor = Actor(username, found.workspace, "admin", request_id=request.scope["state"]["request_id"])
     trigger = Trigger("route", f"{found.method} {found.path}")
     script = found.runnable.path
     if found.request_type == "sync":
@@ -237,7 +258,7 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
     event = _event("webhook", key, key, request.method, body, raw, {}, query, headers, _WEBHOOK_HIDDEN)
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")
     args = _args(body, raw, {}, {}, wrap=False, raw_body=False)
-    actor = Actor(webhook.created_by, webhook.workspace, "admin", request_id=request.scope["state"]["request_id"])
+    actor = await _identity(services, webhook.run_as, webhook.workspace, request)
     job_id = await services.jobs.enqueue(actor, args, Trigger("webhook", webhook.id), path=webhook.path, event=event)
     return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
 

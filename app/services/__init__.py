@@ -82,17 +82,18 @@ async def build_services(settings: Settings, db: Database) -> Services:
     await accounts.ensure_default_workspace()
     scripts = Scripts(db)
     variables = Variables(db, vault)
-    resources = Resources(db, variables)
+    credentials = Credentials(db, vault)
+    resources = Resources(db, variables, credentials)
     forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers))
     lean_forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), lean=True)
-    jobs = Jobs(settings, db, scripts, resources, jwt, forkserver, lean_forkserver)
+    jobs = Jobs(settings, db, scripts, resources, accounts, jwt, forkserver, lean_forkserver)
     return Services(
         settings=settings,
         db=db,
         vault=vault,
         accounts=accounts,
         audit=AuditLog(db),
-        credentials=Credentials(db, vault),
+        credentials=credentials,
         kv=KeyValueStore(db, settings.kv_max_value_bytes),
         scripts=scripts,
         variables=variables,

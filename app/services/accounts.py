@@ -12,13 +12,13 @@ import asyncio
 import collections
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from app.security.passwords import DUMMY_HASH, hash_password, verify_password
 from app.security.tokens import JwtCodec, new_api_token, secret_matches, split_api_token
 from app.services import audit
-from app.services.actor import ROLES, Actor, at_least, now_ms
+from app.services.actor import ROLES, Actor, at_least, now_ms, refuse_run_token
 from app.store.base import Database, Statement, UniqueViolation
 
 DEFAULT_WORKSPACE = "main"
@@ -40,6 +40,16 @@ _ROLE_OF_TOKEN = (
     "JOIN app_user u ON u.username = t.username "
     "LEFT JOIN member m ON m.username = t.username AND m.workspace_id = $2 WHERE t.id = $1"
 )
+
+
+class Caller(NamedTuple):
+    """Who a token speaks for, in the workspace asked about."""
+
+    username: str
+    superadmin: bool
+    role: str | None  # None: not a member
+    run_id: str | None = None  # a run's token (WM_TOKEN): the run
+    expires: int | None = None  # a run's token: when it expires (epoch seconds)
 
 
 def check_role(role: str) -> str:
@@ -82,11 +92,13 @@ class Accounts:
         self.db = db
         self.jwt = jwt
         self.limiter = LoginLimiter(login_attempts_per_minute)
-        self._sessions: dict[tuple[str, str], tuple[float, tuple[str, bool, str | None]]] = {}
+        self._sessions: dict[tuple[str, str], tuple[float, Caller]] = {}
+        self._roles: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     def forget_sessions(self) -> None:
         """Drop cached authentications (after any change to users, roles or tokens)."""
         self._sessions.clear()
+        self._roles.clear()
 
     async def ensure_default_workspace(self) -> None:
         """Create workspace `main` if it does not exist yet."""
@@ -135,6 +147,7 @@ class Accounts:
             return {"username": username, "role": "admin", "superadmin": True}
         if not (actor.superadmin or (actor.workspace == DEFAULT_WORKSPACE and at_least(actor.role, "admin"))):
             raise Forbidden("registering users takes an admin of workspace main")
+        refuse_run_token(actor, "register users")
         try:
             await self.db.write(
                 Statement(
@@ -169,8 +182,8 @@ class Accounts:
 
     # -- who is calling --------------------------------------------------------------------------
 
-    async def authenticate(self, token: str, workspace: str) -> tuple[str, bool, str | None]:
-        """(username, superadmin, role in `workspace`) for a valid token; 401 otherwise."""
+    async def authenticate(self, token: str, workspace: str) -> Caller:
+        """Who `token` speaks for and their role in `workspace`; 401 for a bad token."""
         key = (token, workspace)
         cached = self._sessions.get(key)
         now = time.time()
@@ -183,7 +196,7 @@ class Accounts:
             self._sessions[key] = (min(now + AUTH_CACHE_S, valid_until), found)
         return found
 
-    async def _authenticate(self, token: str, workspace: str) -> tuple[tuple[str, bool, str | None], float | None]:
+    async def _authenticate(self, token: str, workspace: str) -> tuple[Caller, float | None]:
         """The caller, and until when that answer may be reused (None: not at all)."""
         parts = split_api_token(token)
         if parts is not None:
@@ -196,7 +209,7 @@ class Accounts:
             ):
                 raise Unauthorized("invalid, expired or revoked API token")
             expires = row["expires_at"] / 1000 if row["expires_at"] is not None else float("inf")
-            return (row["username"], bool(row["is_superadmin"]), row["role"]), expires
+            return Caller(row["username"], bool(row["is_superadmin"]), row["role"]), expires
         claims = self.jwt.verify(token)
         if claims is None:
             raise Unauthorized("invalid or expired token")
@@ -210,9 +223,27 @@ class Accounts:
         row = await self.db.fetchrow(_ROLE_OF_USER, username, workspace)
         if row is None:
             raise Unauthorized("the token's user no longer exists")
-        # A run's token is never reused from the cache: it must die with its run.
-        valid_until = None if job is not None else float(claims["exp"])  # type: ignore[arg-type]
-        return (username, bool(row["is_superadmin"]), row["role"]), valid_until
+        exp = int(claims["exp"])  # type: ignore[call-overload]
+        if job is not None:
+            # A run's token is never reused from the cache: it must die with its run.
+            return Caller(username, bool(row["is_superadmin"]), row["role"], str(job), exp), None
+        return Caller(username, bool(row["is_superadmin"]), row["role"]), float(exp)
+
+    async def role_in(self, username: str, workspace: str) -> str | None:
+        """The role `username` holds in `workspace` now ('admin' for the instance admin), or
+        None when they are not a member or no longer exist. What a run acts with: looked up
+        when it starts, never taken from whoever started it. Cached as authentications are."""
+        key = (username, workspace)
+        cached = self._roles.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        row = await self.db.fetchrow(_ROLE_OF_USER, username, workspace) if username else None
+        role = None if row is None else "admin" if row["is_superadmin"] else row["role"]
+        if len(self._roles) >= AUTH_CACHE_SIZE:
+            self._roles.clear()
+        self._roles[key] = (now + AUTH_CACHE_S, role)
+        return role
 
     async def workspace_exists(self, workspace: str) -> bool:
         return await self.db.fetchval("SELECT 1 FROM workspace WHERE id = $1", workspace) is not None
@@ -220,12 +251,18 @@ class Accounts:
     # -- API tokens ------------------------------------------------------------------------------
 
     async def create_token(self, actor: Actor, label: str, expires_at_ms: int | None) -> dict[str, Any]:
-        """A new API token for the caller; its secret is returned now and never again."""
+        """A new API token for the caller; its secret is returned now and never again.
+
+        A run's token (WM_TOKEN) gets another token of the same run instead: the same user
+        and workspace, good only while the run lives and expiring no later than the caller's
+        token. A run never mints a token that outlives it or holds more than its identity."""
         assert actor.username is not None
         if expires_at_ms is not None and expires_at_ms <= now_ms():
             raise BadRequest("expiresAt must be in the future")
         if len(label) > 200:
             raise BadRequest("a token's label is at most 200 characters")
+        if actor.run_id is not None:
+            return self._run_token(actor, label, expires_at_ms)
         new = new_api_token()
         created = now_ms()
         await self.db.write(
@@ -237,6 +274,15 @@ class Accounts:
             audit.entry(actor, f"token:{new.id}"),
         )
         return {"id": new.id, "label": label, "token": new.token, "created_at": created, "expires_at": expires_at_ms}
+
+    def _run_token(self, actor: Actor, label: str, expires_at_ms: int | None) -> dict[str, Any]:
+        assert actor.username is not None and actor.run_id is not None and actor.run_token_exp is not None
+        created = now_ms()
+        expires = actor.run_token_exp if expires_at_ms is None else min(actor.run_token_exp, expires_at_ms // 1000)
+        ttl = max(1, expires - created // 1000)
+        token, exp = self.jwt.issue(actor.username, ttl_s=ttl, job=actor.run_id)
+        # Not stored: it dies with the run, which no revocation could do sooner.
+        return {"id": f"run:{actor.run_id}", "label": label, "token": token, "created_at": created, "expires_at": exp * 1000}
 
     async def list_tokens(self, actor: Actor) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
@@ -279,6 +325,7 @@ class Accounts:
         """A new workspace (superadmin only); its creator becomes its admin."""
         if not actor.superadmin:
             raise Forbidden("creating workspaces takes the instance admin")
+        refuse_run_token(actor, "create workspaces")
         if not WORKSPACE_ID.match(workspace_id):
             raise BadRequest("workspace id must be 1-63 characters of a-z, 0-9, '_', '-'")
         if not 0 < len(name) <= 200:
@@ -308,6 +355,7 @@ class Accounts:
         )
         if not (actor.superadmin or at_least(role, "admin")):
             raise Forbidden(f"managing members of {workspace_id} takes an admin of it")
+        refuse_run_token(actor, "change the members of a workspace")
         if not await self.workspace_exists(workspace_id):
             raise NotFound(f"no workspace {workspace_id}")
         if await self.db.fetchval("SELECT 1 FROM app_user WHERE username = $1", username) is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from app.errors import Forbidden
+
 ROLES = ("viewer", "executor", "editor", "admin")
 RANK = {role: rank for rank, role in enumerate(ROLES)}
 
@@ -22,6 +24,17 @@ class Actor:
     superadmin: bool = False
     request_id: str = ""
     action: str = ""  # what the request does, for the audit log ("kv.put")
+    # Set when the caller holds a run's token (WM_TOKEN): the run it belongs to and when the
+    # token expires (epoch seconds). Such a caller acts as the run's identity, only while the
+    # run lives, and cannot make anything that would outlive it (tokens, users, members).
+    run_id: str | None = None
+    run_token_exp: int | None = None
+
+
+def refuse_run_token(actor: Actor, what: str) -> None:
+    """Forbidden when the caller is a run's token: `what` would outlive the run."""
+    if actor.run_id is not None:
+        raise Forbidden(f"a run's token cannot {what}")
 
 
 def now_ms() -> int:

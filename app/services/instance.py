@@ -4,7 +4,7 @@ route prefix, which the routes own."""
 from __future__ import annotations
 
 from app.errors import Forbidden
-from app.services.actor import Actor
+from app.services.actor import Actor, refuse_run_token
 from app.store.base import Database, Statement
 
 ALLOW_PRIVATE_URLS = "fetch.allow_private_urls"
@@ -22,6 +22,7 @@ class InstanceSettings:
     async def set_allow_private_urls(self, actor: Actor, on: bool) -> None:
         if not actor.superadmin:
             raise Forbidden("only an instance admin changes instance settings")
+        refuse_run_token(actor, "change instance settings")
         await self.db.write(Statement(
             "INSERT INTO instance_setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
             (ALLOW_PRIVATE_URLS, "true" if on else "false"),

@@ -5,8 +5,15 @@ the INSERT; a synchronous one is written RUNNING (owned by this process, so the 
 skips the claim) and answered with the result once the final status is committed.
 
 `run_script` is what the executor awaits for each run: it prepares the child (the script
-version, its dependencies, `$res:`/`$var:` arguments, the WM_* environment with a token
-scoped to the run) and hands it to the fork server.
+version, its dependencies, `$res:`/`$var:`/`$cred:` arguments, the WM_* environment with a
+token scoped to the run) and hands it to the fork server.
+
+A run acts as an identity (`created_by`): the API caller, or whoever last changed the route,
+webhook or schedule that started it. Its role is looked up when it starts; a user who is no
+longer a member fails the run. Its arguments hold references only when that identity wrote
+them (`resolve_refs`: an API caller, a schedule's editor); what came from outside (route and
+webhook bodies, queries, path parameters, headers, events) is passed on as it is. The row
+keeps the arguments as given: references are resolved only for the child.
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_m
 from app.engine.forkserver import ChildJob, ForkServer
 from app.runtimes.python.child import compile_script, is_light
 from app.engine.logs import LogSink
-from app.errors import BadRequest, NotFound, TooLarge
+from app.errors import BadRequest, NotFound, TooLarge, Unavailable
 from app.ids import random_uuid
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
 from app.security.tokens import JwtCodec
+from app.services.accounts import Accounts
 from app.services.actor import Actor
-from app.services.resources import Resources
+from app.services.resources import Resources, UnreadableReference, may_hold_references
 from app.services.scripts import Scripts, ScriptSettings
 from app.store.base import Database, Row, Statement
 
@@ -40,6 +48,11 @@ MAX_ARGS_BYTES = 5 * 1024 * 1024
 POLL_S = 1.0
 MAX_PAGE = 200
 MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
+# Scripts run outside the queue (a route's custom auth check, which anyone may call): at most
+# this many at once per process; a request that waits longer than EVALUATE_WAIT_S for a turn
+# is answered 503 with Retry-After, rather than forking without bound.
+EVALUATE_CONCURRENCY = 4
+EVALUATE_WAIT_S = 2.0
 STATUSES = ("QUEUED", "RUNNING", "WAITING", "PAUSED", "SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 _CHILD_STATUS = {"success": "SUCCESS", "error": "FAILED", "timeout": "TIMED_OUT", "cancelled": "CANCELLED", "crashed": "FAILED"}
 _JOB_COLUMNS = (
@@ -94,6 +107,7 @@ class RunInput:
     args: str  # JSON text
     event: str | None  # JSON text, for the preprocessor
     created_by: str
+    refs: bool  # whether `args` hold references to resolve (see the module's docstring)
     root_job: str | None
     parent_job: str | None
     hash: str
@@ -104,8 +118,8 @@ class RunInput:
 
     @classmethod
     def of_row(cls, row: Row) -> RunInput:
-        return cls(row["args"], row["event"], row["created_by"], row["root_job"], row["parent_job"], row["hash"],
-                   row["path"], row["content"], _settings_of(row), row["lock"])
+        return cls(row["args"], row["event"], row["created_by"], bool(row["resolve_refs"]), row["root_job"],
+                   row["parent_job"], row["hash"], row["path"], row["content"], _settings_of(row), row["lock"])
 
 
 def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings, attempt: int = 1, claimed: bool = False) -> QueuedJob:
@@ -121,13 +135,14 @@ def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings,
 
 class Jobs:
     def __init__(
-        self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, jwt: JwtCodec, forkserver: ForkServer,
-        lean_forkserver: ForkServer,
+        self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, accounts: Accounts, jwt: JwtCodec,
+        forkserver: ForkServer, lean_forkserver: ForkServer,
     ) -> None:
         self.settings = settings
         self.db = db
         self.scripts = scripts
         self.resources = resources
+        self.accounts = accounts
         self.jwt = jwt
         self.forkserver = forkserver
         self.lean_forkserver = lean_forkserver  # for scripts that import only light modules
@@ -138,6 +153,7 @@ class Jobs:
         # By script version and path: the fork server that runs it and its compiled code.
         self._prepared: dict[tuple[str, str], tuple[ForkServer, bytes | None]] = {}
         self.started: collections.Counter[str] = collections.Counter()  # runs started, by trigger kind
+        self._evaluations = asyncio.Semaphore(EVALUATE_CONCURRENCY)
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -244,34 +260,49 @@ class Jobs:
             raise TooLarge(f"a run's arguments are limited to {MAX_ARGS_BYTES} bytes")
         return text
 
+    async def _checked_refs(self, actor: Actor, args: dict[str, Any], args_text: str, refs: bool) -> bool:
+        """Whether a run's arguments hold references to resolve when it runs. `refs`: the
+        caller wrote them (an authenticated API caller); each must then name an item the
+        caller may read, or the run is refused now (UnreadableReference, 400) and never made."""
+        if not refs or not may_hold_references(args_text):
+            return False
+        await self.resources.resolve_args(actor, args)
+        return True
+
     def insert(
         self, actor: Actor, version: dict[str, Any], args_text: str, trigger: Trigger, status: str,
-        job_id: str, parent: str | None, root: str | None, scheduled_for: int, event: Any = None,
+        job_id: str, parent: str | None, root: str | None, scheduled_for: int, event: Any = None, refs: bool = False,
     ) -> Statement:
         """The INSERT of a run; a run whose id exists already (a schedule's tick fired by
-        another process) is left as it is."""
+        another process) is left as it is. `refs`: the arguments were written by the run's
+        identity, and their `$var:`/`$res:`/`$cred:` strings are resolved when it runs."""
         now = now_ms()
         return Statement(
-            f"INSERT INTO job ({_JOB_COLUMNS}, worker, event) VALUES "
+            f"INSERT INTO job ({_JOB_COLUMNS}, worker, event, resolve_refs) VALUES "
             "($1, $2, 'script', $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, $16, 1, NULL, $17, "
-            "$18) ON CONFLICT (id) DO NOTHING",
+            "$18, $19) ON CONFLICT (id) DO NOTHING",
             (job_id, actor.workspace, version["path"], version["hash"], args_text, status, trigger.kind, trigger.detail,
              actor.request_id, parent, root or parent, actor.username or "", now, scheduled_for,
              now if status == "RUNNING" else None, version["settings"].priority,
-             self.executor.worker_id if status == "RUNNING" else "", _event_text(version, event)),
+             self.executor.worker_id if status == "RUNNING" else "", _event_text(version, event),
+             int(refs and may_hold_references(args_text))),
         )
 
     async def enqueue(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
         parent: str | None = None, root: str | None = None, scheduled_for: int | None = None, event: Any = None,
+        refs: bool = False,
     ) -> str:
         """Queue a run; its id once it is committed. `event` goes to the script's
-        preprocessor, when it has one (which then gives main its arguments)."""
+        preprocessor, when it has one (which then gives main its arguments). `refs`: `actor`
+        wrote `args` (an API call), so references in them resolve with its rights; otherwise
+        (a route, a webhook) they are data."""
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
+        refs = await self._checked_refs(actor, args, args_text, refs)
         job_id = random_uuid()
         at = scheduled_for or now_ms()
-        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event))
+        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs))
         self.started[trigger.kind] += 1
         self.submit(job_id, actor.workspace, version, at)
         return job_id
@@ -284,21 +315,25 @@ class Jobs:
 
     async def run_and_wait(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
-        parent: str | None = None, event: Any = None,
+        parent: str | None = None, event: Any = None, refs: bool = False,
     ) -> tuple[str, Outcome]:
-        """Run now and wait for the final status: the run's id and how it ended."""
+        """Run now and wait for the final status: the run's id and how it ended. `refs` as
+        for `enqueue`."""
         version = await self._version(actor.workspace, path, digest)
         args_text = self._encode_args(args)
+        refs = await self._checked_refs(actor, args, args_text, refs)
         job_id = random_uuid()
         # Not durable: nobody hears of this run before its final status, whose commit is, and
         # takes this one to the disk with it. Until then a kill -9 still leaves it to recovery.
-        await self.db.write(self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event),
-                            durable=False)
+        await self.db.write(
+            self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event, refs),
+            durable=False,
+        )
         self.started[trigger.kind] += 1
         done = self.executor.watch(job_id)
         job = queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True)
         # What the INSERT wrote, handed to the run rather than read back.
-        job.context = RunInput(args_text, _event_text(version, event), actor.username or "", parent, parent,
+        job.context = RunInput(args_text, _event_text(version, event), actor.username or "", refs, parent, parent,
                                version["hash"], version["path"], version["content"], version["settings"], version["lock"])
         self.executor.submit(job)
         try:
@@ -348,7 +383,19 @@ class Jobs:
 
     async def evaluate(self, actor: Actor, path: str, args: dict[str, Any], timeout_s: float) -> Any:
         """Run the latest version of a script outside the queue and without a record (a
-        route's custom auth check); its result. It must need no packages beyond the runtime's."""
+        route's custom auth check) as `actor`, with `args` as data (no reference resolved);
+        its result. It must need no packages beyond the runtime's. At most
+        EVALUATE_CONCURRENCY run at once; Unavailable (503) when no turn comes soon."""
+        try:
+            await asyncio.wait_for(self._evaluations.acquire(), EVALUATE_WAIT_S)
+        except asyncio.TimeoutError:
+            raise Unavailable("too many checks are running; try again shortly", headers={"Retry-After": "1"}) from None
+        try:
+            return await self._evaluate(actor, path, args, timeout_s)
+        finally:
+            self._evaluations.release()
+
+    async def _evaluate(self, actor: Actor, path: str, args: dict[str, Any], timeout_s: float) -> Any:
         version = await self.scripts.latest(actor.workspace, path)
         forkserver, code = self._prepare(version["hash"], version["path"], version["content"])
         child = ChildJob(
@@ -420,16 +467,20 @@ class Jobs:
         run = job.context if isinstance(job.context, RunInput) else await self._read_input(job.id)
         if run is None:
             return Outcome("FAILED", error={"name": "ScriptMissing", "message": "the script version of this run was deleted"})
+        role = await self.role_of(run.created_by, job.workspace)
+        if role is None:
+            return Outcome("FAILED", error={"name": "NotAMember", "message": (
+                f"this run acts as {run.created_by or 'nobody'}, who is not a member of workspace {job.workspace}"
+            )})
         cached = await self._cached(run, sink)
         if cached is not None:
             return cached
         args = msgspec.json.decode(run.args)
-        if "$res:" in run.args or "$var:" in run.args:
-            actor = Actor(run.created_by or None, job.workspace, "executor")
+        if run.refs:
             try:
-                args = await self.resources.resolve(actor, args)
-            except Exception as error:  # a $res:/$var: argument that does not resolve
-                return Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
+                args = await self.resources.resolve_args(Actor(run.created_by, job.workspace, role), args)
+            except UnreadableReference as error:
+                return Outcome("FAILED", error={"name": "UnreadableReference", "message": error.message})
         try:
             environment = await self._environment(run, sink)
         except InstallError as error:
@@ -457,6 +508,12 @@ class Jobs:
             error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
         return Outcome(status, error=error)
 
+    async def role_of(self, username: str, workspace: str) -> str | None:
+        """The role a run acting as `username` has in `workspace` now; None: not a member."""
+        if not self.settings.auth:
+            return "admin"  # no accounts: everything acts as the local admin
+        return await self.accounts.role_in(username, workspace)
+
     def _prepare(self, digest: str, path: str, source: str) -> tuple[ForkServer, bytes | None]:
         """The fork server that runs a script version (the lean one if it can), and its code
         compiled: worked out once per version, not per run."""
@@ -470,7 +527,8 @@ class Jobs:
 
     async def _read_input(self, job_id: str) -> RunInput | None:
         row = await self.db.fetchrow(
-            "SELECT j.args, j.event, j.created_by, j.root_job, j.parent_job, v.hash, v.path, v.content, v.settings, v.lock "
+            "SELECT j.args, j.event, j.created_by, j.resolve_refs, j.root_job, j.parent_job, v.hash, v.path, v.content, "
+            "v.settings, v.lock "
             "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
             job_id,
         )
@@ -480,7 +538,9 @@ class Jobs:
         settings = run.settings
         if not settings.cache_ttl:
             return None
-        key = hashlib.sha256(f"{run.hash}\0{run.args}".encode()).hexdigest()[:32]
+        # Whether the arguments are references is part of the key: a run given the text
+        # "$var:x" as data must never reuse the result of one that was given the variable.
+        key = hashlib.sha256(f"{run.hash}\0{int(run.refs)}\0{run.args}".encode()).hexdigest()[:32]
         hit = await self.db.fetchrow(
             "SELECT id, result FROM job WHERE cache_key = $1 AND status = 'SUCCESS' AND finished_at >= $2 "
             "ORDER BY finished_at DESC LIMIT 1",

@@ -1,8 +1,12 @@
 """Resources: typed JSON settings at a path, and the resource types that describe them.
 
-A resource's value may hold strings `$var:<path>` and `$res:<path>`: read interpolated, they
-become that variable's value or that resource's (interpolated) value. A script's state is a
-resource of type `state`.
+A resource's value may hold strings `$var:<path>`, `$res:<path>` and `$cred:<name>`: read
+interpolated, they become that variable's value, that resource's (interpolated) value or
+that credential's value, each read with the reader's rights (a secret variable or a
+credential needs the executor role). A script's state is a resource of type `state`.
+
+A run's arguments hold references the same way, but only when the run's identity wrote them
+(`resolve_args`); arguments that came from outside are data (see Jobs).
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from typing import Any
 
 import msgspec
 
-from app.errors import BadRequest, Conflict, NotFound, TooLarge
+from app.errors import BadRequest, Conflict, FlowmillError, Forbidden, NotFound, TooLarge
 from app.services import audit
-from app.services.actor import Actor, now_ms
+from app.services.actor import Actor, at_least, now_ms
+from app.services.credentials import Credentials
 from app.services.scripts import check_path
 from app.services.variables import Variables
 from app.store.base import Database, Row, Statement, UniqueViolation
@@ -26,6 +31,20 @@ BUILT_IN_TYPES: dict[str, dict[str, Any]] = json.loads(
     package_files.files("app").joinpath("assets/resource_types.json").read_text()
 )
 _COLUMNS = "path, resource_type, value, description, updated_by, created_at, updated_at"
+REFERENCE_PREFIXES = ("$var:", "$res:", "$cred:")
+
+
+def may_hold_references(text: str) -> bool:
+    """Whether JSON text may hold a reference (a quick test before walking the value)."""
+    return "$var:" in text or "$res:" in text or "$cred:" in text
+
+
+class UnreadableReference(BadRequest):
+    """An argument names an item that does not exist or that its writer may not read: one
+    answer for both, so that a caller learns nothing of which paths exist."""
+
+    def __init__(self, argument: str, reference: str) -> None:
+        super().__init__(f"the argument {argument} references {reference[:300]} which cannot be read")
 
 
 def _public(row: Row) -> dict[str, Any]:
@@ -44,9 +63,10 @@ def _encode(value: Any) -> str:
 
 
 class Resources:
-    def __init__(self, db: Database, variables: Variables) -> None:
+    def __init__(self, db: Database, variables: Variables, credentials: Credentials) -> None:
         self.db = db
         self.variables = variables
+        self.credentials = credentials
 
     # -- resources -----------------------------------------------------------------------------
 
@@ -91,17 +111,45 @@ class Resources:
         return await self.resolve(actor, value, _depth + 1) if interpolate else value
 
     async def resolve(self, actor: Actor, value: Any, _depth: int = 0) -> Any:
-        """`value` with every `$var:path` / `$res:path` string replaced by what it names."""
+        """`value` with every `$var:path` / `$res:path` / `$cred:NAME` string replaced by what
+        it names, read with `actor`'s rights."""
         if isinstance(value, str):
             if value.startswith("$var:"):
                 return await self.variables.value(actor, value[5:])
             if value.startswith("$res:"):
                 return await self.value(actor, value[5:], True, _depth)
+            if value.startswith("$cred:"):
+                if not at_least(actor.role, "executor"):
+                    raise Forbidden("reading a credential needs the executor role")
+                return await self.credentials.resolve(actor.workspace, value[6:])
             return value
         if isinstance(value, list):
             return [await self.resolve(actor, item, _depth) for item in value]
         if isinstance(value, dict):
             return {key: await self.resolve(actor, item, _depth) for key, item in value.items()}
+        return value
+
+    async def resolve_args(self, actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+        """A run's arguments with their references resolved with `actor`'s rights (the run's
+        identity, with its role now); UnreadableReference (400) naming the argument and the
+        reference for an item that is missing or that `actor` may not read."""
+        resolved = {}
+        for name, value in args.items():
+            resolved[name] = await self._resolve_argument(actor, str(name), value)
+        return resolved
+
+    async def _resolve_argument(self, actor: Actor, name: str, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.startswith(REFERENCE_PREFIXES):
+                return value
+            try:
+                return await self.resolve(actor, value)
+            except FlowmillError:
+                raise UnreadableReference(name, value) from None
+        if isinstance(value, list):
+            return [await self._resolve_argument(actor, name, item) for item in value]
+        if isinstance(value, dict):
+            return {key: await self._resolve_argument(actor, name, item) for key, item in value.items()}
         return value
 
     async def list(self, workspace: str, resource_type: str | None = None, prefix: str = "") -> list[dict[str, Any]]:

@@ -5,6 +5,9 @@ A route is kept as a row and, for serving, in an in-memory table rebuilt when ro
 uniqueness rule of the mode in force (instance-wide paths, or per workspace under a
 workspace prefix) is enforced by the database: `route_key` is the path with parameter names
 blanked, prefixed by the workspace in prefix mode, and unique with the method.
+
+A route's runs act as whoever last created or changed it (`updated_by`, shown as `runAs`),
+as in Windmill: an editor who repoints an admin's route makes its runs act as the editor.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import msgspec
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.security.signatures import SECRET_FIELDS, public_view, validate_auth
 from app.security.vault import Vault
-from app.services.actor import Actor, at_least, now_ms
+from app.services.actor import Actor, at_least, now_ms, refuse_run_token
 from app.store.base import Database, Row, Statement
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -76,7 +79,7 @@ class Route:
     raw_body: bool
     wrap_body: bool
     static: Static | None
-    created_by: str
+    run_as: str  # who last created or changed it: its runs act as them
 
 
 def normalise_path(path: str) -> str:
@@ -199,7 +202,7 @@ class Routes:
             method=row["method"], runnable=_runnable(row), request_type=row["request_type"], auth=auth,
             summary=row["summary"], raw_body=bool(row["raw_body"]), wrap_body=bool(row["wrap_body"]),
             static=Static(row["static_folder"], bool(row["static_website"])) if row["static_folder"] else None,
-            created_by=row["created_by"],
+            run_as=row["updated_by"],
         )
 
     def changed(self) -> None:
@@ -214,6 +217,7 @@ class Routes:
         workspaces would then collide."""
         if not actor.superadmin:
             raise Forbidden("only an instance admin changes instance settings")
+        refuse_run_token(actor, "change instance settings")
         rows = await self.db.fetch("SELECT id, workspace_id, path, method, static_folder FROM route")
         if not on:
             for i, row in enumerate(rows):
@@ -246,6 +250,9 @@ class Routes:
         """New routes, all or none (workspace admins only)."""
         if not at_least(actor.role, "admin"):
             raise Forbidden("creating a route needs the admin role")
+        # A route runs as whoever last changed it: made by a run, it would act as the run's
+        # identity after the run is over.
+        refuse_run_token(actor, "create routes")
         prefixed = await self.prefixed()
         statements, ids = [], []
         for spec in specs:
@@ -284,6 +291,7 @@ class Routes:
         """Change all but the path (editors and admins)."""
         if not at_least(actor.role, "editor"):
             raise Forbidden("changing a route needs the editor role")
+        refuse_run_token(actor, "change routes")
         row = await self._row(actor.workspace, route_id)
         if spec.path is not None and normalise_path(spec.path) != row["path"]:
             raise BadRequest("a route's path cannot change: create a new route and delete this one")
@@ -383,5 +391,5 @@ def route_view(row: Row) -> dict[str, Any]:
         "description": row["description"], "rawBody": bool(row["raw_body"]), "wrapBody": bool(row["wrap_body"]),
         "static": {"folder": row["static_folder"], "website": bool(row["static_website"])} if row["static_folder"] else None,
         "createdBy": row["created_by"], "createdAt": row["created_at"], "updatedBy": row["updated_by"],
-        "updatedAt": row["updated_at"],
+        "updatedAt": row["updated_at"], "runAs": row["updated_by"],
     }

@@ -6,6 +6,11 @@ PostgreSQL database: the run of a tick has an id derived from (trigger, tick), s
 attempt to fire the same tick inserts nothing. The tick's run and the advance of
 `next_fire_at` are committed together.
 
+A webhook's or schedule's runs act as whoever last created or changed it (`updated_by`,
+shown as `runAs`), with that user's role when the run starts. A schedule's arguments were
+written by that user: their `$var:`/`$res:`/`$cred:` references resolve with that user's
+rights. A webhook's key and secret are shown only to editors and above.
+
 Catch-up after downtime (`catchUp`): `all` (the default) runs every tick missed in the last
 hour, at most the latest 100; `last` runs only the latest missed tick; `none` skips them.
 """
@@ -29,7 +34,7 @@ from croniter import croniter
 
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.security.vault import Vault
-from app.services.actor import Actor, at_least, now_ms
+from app.services.actor import Actor, at_least, now_ms, refuse_run_token
 from app.services.jobs import Jobs, Trigger as RunTrigger
 from app.services.routes import Runnable
 from app.store.base import Database, Row, Statement
@@ -43,7 +48,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _TICK_IDS = uuid.UUID("6d1f3c52-8f0e-4a53-9a43-4c2b8e1f7a10")
 _COLUMNS = (
     "id, workspace_id, kind, key, runnable_kind, runnable_path, secret, cron, timezone, args, enabled, catch_up, "
-    "summary, description, next_fire_at, last_fire_at, created_by, created_at, updated_at"
+    "summary, description, next_fire_at, last_fire_at, created_by, created_at, updated_at, updated_by"
 )
 log = logging.getLogger("flowmill.triggers")
 
@@ -69,7 +74,7 @@ class Webhook(msgspec.Struct, frozen=True):
     workspace: str
     path: str
     secret: str | None
-    created_by: str
+    run_as: str  # who last created or changed it: its runs act as them
     enabled: bool
 
 
@@ -120,20 +125,24 @@ class Triggers:
     # -- managing ---------------------------------------------------------------------------------
 
     async def create(self, actor: Actor, spec: TriggerSpec) -> dict[str, Any]:
-        """A new webhook or schedule (editors and admins)."""
+        """A new webhook or schedule (editors and admins; not a run's token: the trigger
+        would go on acting as the run's identity after the run)."""
         self._may_edit(actor)
+        refuse_run_token(actor, "create triggers")
         trigger_id = str(uuid.uuid4())
         values = await self._checked(actor, spec, trigger_id)
         now = now_ms()
         await self._write(Statement(
             f"INSERT INTO run_trigger ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-            "NULL, $16, $17, $17)",
+            "NULL, $16, $17, $17, $16)",
             (trigger_id, actor.workspace, spec.kind, *values, actor.username or "", now),
         ))
-        return await self.get(actor.workspace, trigger_id)
+        return await self.get(actor.workspace, trigger_id, reveal=True)
 
     async def update(self, actor: Actor, trigger_id: str, spec: TriggerSpec) -> dict[str, Any]:
+        """Change a trigger; its runs act as `actor` from now on."""
         self._may_edit(actor)
+        refuse_run_token(actor, "change triggers")
         row = await self._row(actor.workspace, trigger_id)
         if spec.kind != row["kind"]:
             raise BadRequest("a trigger's kind cannot change")
@@ -143,24 +152,26 @@ class Triggers:
         await self._write(Statement(
             "UPDATE run_trigger SET key = $1, runnable_kind = $2, runnable_path = $3, secret = $4, cron = $5, "
             "timezone = $6, args = $7, enabled = $8, catch_up = $9, summary = $10, description = $11, next_fire_at = $12, "
-            "updated_at = $13 WHERE id = $14",
-            (*values, now_ms(), trigger_id),
+            "updated_at = $13, updated_by = $14 WHERE id = $15",
+            (*values, now_ms(), actor.username or "", trigger_id),
         ))
-        return await self.get(actor.workspace, trigger_id)
+        return await self.get(actor.workspace, trigger_id, reveal=True)
 
     async def delete(self, actor: Actor, trigger_id: str) -> None:
         self._may_edit(actor)
         await self._row(actor.workspace, trigger_id)
         await self._write(Statement("DELETE FROM run_trigger WHERE id = $1", (trigger_id,)))
 
-    async def get(self, workspace: str, trigger_id: str) -> dict[str, Any]:
-        return trigger_view(await self._row(workspace, trigger_id))
+    async def get(self, workspace: str, trigger_id: str, reveal: bool = False) -> dict[str, Any]:
+        """A trigger as the API shows it; a webhook's key only with `reveal` (editors)."""
+        return trigger_view(await self._row(workspace, trigger_id), reveal)
 
-    async def list(self, workspace: str, kind: str | None = None) -> list[dict[str, Any]]:
+    async def list(self, workspace: str, kind: str | None = None, reveal: bool = False) -> list[dict[str, Any]]:
+        """The workspace's triggers, oldest first; webhook keys only with `reveal` (editors)."""
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM run_trigger WHERE workspace_id = $1 ORDER BY created_at, id", workspace
         )
-        return [trigger_view(r) for r in rows if kind is None or r["kind"] == kind]
+        return [trigger_view(r, reveal) for r in rows if kind is None or r["kind"] == kind]
 
     async def _row(self, workspace: str, trigger_id: str) -> Row:
         row = await self.db.fetchrow(
@@ -233,7 +244,7 @@ class Triggers:
                 self._webhooks.clear()
             row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM run_trigger WHERE key = $1 AND kind = 'webhook'", key)
             self._webhooks[key] = None if row is None else Webhook(
-                row["id"], row["workspace_id"], row["runnable_path"], self._secret(row), row["created_by"], bool(row["enabled"])
+                row["id"], row["workspace_id"], row["runnable_path"], self._secret(row), row["updated_by"], bool(row["enabled"])
             )
         return self._webhooks[key]
 
@@ -277,7 +288,8 @@ class Triggers:
             "UPDATE run_trigger SET next_fire_at = $1, last_fire_at = $2 WHERE id = $3 AND next_fire_at = $4",
             (following, ticks[-1] if ticks else row["last_fire_at"], row["id"], due),
         )
-        actor = Actor(row["created_by"] or None, row["workspace_id"], "admin")
+        # The role is the run's business: looked up when it starts (Jobs.run_script).
+        actor = Actor(row["updated_by"] or None, row["workspace_id"], None)
         try:
             version = await self.jobs.scripts.for_run(row["workspace_id"], row["runnable_path"])
         except NotFound:
@@ -286,7 +298,7 @@ class Triggers:
             return 0
         inserts = [
             self.jobs.insert(actor, version, row["args"], RunTrigger("schedule", row["id"]), "QUEUED",
-                              tick_job_id(row["id"], tick), None, None, tick)
+                              tick_job_id(row["id"], tick), None, None, tick, refs=True)
             for tick in ticks
         ]
         results = await self.db.write(advance, *inserts)
@@ -313,16 +325,20 @@ class Triggers:
         return {"all": ticks[-CATCH_UP_MAX:], "last": ticks[-1:], "none": []}[policy]
 
 
-def trigger_view(row: Row) -> dict[str, Any]:
-    """A trigger as the API shows it (its secret left out)."""
+def trigger_view(row: Row, reveal: bool = False) -> dict[str, Any]:
+    """A trigger as the API shows it: its secret left out, and a webhook's key (a secret too:
+    whoever has it may fire the webhook) only with `reveal`."""
     view: dict[str, Any] = {
         "id": row["id"], "workspace": row["workspace_id"], "kind": row["kind"],
         "runnable": {"kind": row["runnable_kind"], "path": row["runnable_path"]}, "args": msgspec.json.decode(row["args"]),
         "enabled": bool(row["enabled"]), "summary": row["summary"], "description": row["description"],
-        "createdBy": row["created_by"], "createdAt": row["created_at"], "updatedAt": row["updated_at"],
+        "createdBy": row["created_by"], "createdAt": row["created_at"], "updatedBy": row["updated_by"],
+        "updatedAt": row["updated_at"], "runAs": row["updated_by"],
     }
     if row["kind"] == "webhook":
-        view.update(key=row["key"], hasSecret=row["secret"] is not None, url=f"/api/v1/webhook/{row['key']}")
+        view["hasSecret"] = row["secret"] is not None
+        if reveal:
+            view.update(key=row["key"], url=f"/api/v1/webhook/{row['key']}")
     else:
         view.update(cron=row["cron"], timezone=row["timezone"], catchUp=row["catch_up"], nextFireAt=row["next_fire_at"],
                     lastFireAt=row["last_fire_at"])

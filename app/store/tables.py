@@ -141,6 +141,9 @@ class Job(Table, tablename="job"):
     progress = Integer(null=True, default=None)
     cache_key = Varchar(length=64, null=True, default=None)  # script hash + args, when results are cached
     event = Text(null=True, default=None)  # the trigger's event, given to the script's preprocessor
+    # 1 when `args` were written by the run's identity (an API caller, a schedule's editor):
+    # only then are `$var:`/`$res:`/`$cred:` strings in them references; otherwise they are data.
+    resolve_refs = Integer(default=0)
 
 
 class JobLog(Table, tablename="job_log"):
@@ -255,6 +258,7 @@ class Trigger(Table, tablename="run_trigger"):
     created_by = Varchar(length=64)
     created_at = BigInt()
     updated_at = BigInt()
+    updated_by = Varchar(length=64, default="")  # who the trigger's runs act as: its last editor
 
 
 TABLES = [

@@ -222,10 +222,10 @@ def test_api_key_basic_jwt_and_custom(server: FlowmillServer, api: httpx.Client)
     assert runs(server) == before
     assert httpx.post(f"{base}/key", json={"a": 1}, headers={"X-API-Key": "k-123"}).json() == {"a": 1}
     assert httpx.post(f"{base}/basic", json={"a": 2}, auth=("u", "p:w")).json() == {"a": 2}
-    token = server.user("route-reader", "viewer")
+    token = server.user("route-runner", "executor")  # running needs the executor role (a viewer: 403)
     answer = httpx.post(f"{base}/jwt", json={"a": 3}, headers={"Authorization": f"Bearer {token}"})
     assert answer.json() == {"a": 3}
-    assert api.get(f"/api/v1/jobs/{answer.headers['x-job-id']}").json()["createdBy"] == "route-reader"
+    assert api.get(f"/api/v1/jobs/{answer.headers['x-job-id']}").json()["createdBy"] == "route-runner"
     assert httpx.post(f"{base}/custom", json={"a": 4}, headers={"X-Let-Me-In": "please"}).json() == {"a": 4}
 
 

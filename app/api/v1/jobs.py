@@ -1,4 +1,7 @@
-"""`/api/v1/jobs`: start runs (async, sync, streamed), read them, their results and logs, cancel."""
+"""`/api/v1/jobs`: start runs (async, sync, streamed), read them, their results and logs, cancel.
+
+The caller wrote a run's arguments: `$var:`/`$res:`/`$cred:` references in them resolve with
+the caller's rights (`refs=True`), and one the caller may not read is a 400 before any run."""
 
 from __future__ import annotations
 
@@ -97,21 +100,23 @@ def _trigger(request: Request) -> Trigger:
 async def run_async(request: Request, path: str) -> JobCreated:
     """Queue a run of the script at `path`; answered with its id once committed."""
     services, actor = context(request)
-    return JobCreated(await services.jobs.enqueue(actor, await json_body(request), _trigger(request), path=path.lstrip("/")))
+    args = await json_body(request)
+    return JobCreated(await services.jobs.enqueue(actor, args, _trigger(request), path=path.lstrip("/"), refs=True))
 
 
 @post("/jobs/run/h/{digest:str}", opt={"role": "executor"}, status_code=201)
 async def run_hash_async(request: Request, digest: str) -> JobCreated:
     """Queue a run of one script version."""
     services, actor = context(request)
-    return JobCreated(await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), digest=digest))
+    return JobCreated(await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), digest=digest, refs=True))
 
 
 @post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
 async def run_wait_result(request: Request, path: str) -> Response[Any]:
     """Run the script and answer with its result (the job id in `x-job-id`)."""
     services, actor = context(request)
-    return result_response(*await services.jobs.run_and_wait(actor, await json_body(request), Trigger("api"), path=path.lstrip("/")))
+    args = await json_body(request)
+    return result_response(*await services.jobs.run_and_wait(actor, args, Trigger("api"), path=path.lstrip("/"), refs=True))
 
 
 @post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200)
@@ -119,7 +124,7 @@ async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     """Run the script; stream its result stream (`stream` events) and output lines (`log`
     events) as they come, then a `result` (or `error`) event."""
     services, actor = context(request)
-    job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"))
+    job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"), refs=True)
     return ServerSentEvent(run_events(services, actor.workspace, job_id, with_result=True), headers={"x-job-id": job_id})
 
 

@@ -12,6 +12,7 @@ from litestar.params import Parameter
 from app.api.context import context
 from app.errors import BadRequest, Forbidden
 from app.services import Services
+from app.services.actor import at_least
 from app.services.fetch import fetch_text
 from app.services.openapi import curl_command, export_openapi, import_routes
 from app.services.routes import RouteSpec
@@ -131,7 +132,9 @@ async def export(request: Request, data: ExportIn) -> Response[str]:
     methods = [m.upper() for m in filters.get("methods") or []]
     routes = await services.routes.list(actor.workspace, filters.get("pathPrefix")) if "route" in kinds else []
     routes = [r for r in routes if not methods or r["method"] in methods]
-    webhooks = await services.triggers.list(actor.workspace, "webhook") if "webhook" in kinds else []
+    # A webhook's address holds its key, a secret shown to editors only.
+    reveal = at_least(actor.role, "editor")
+    webhooks = await services.triggers.list(actor.workspace, "webhook", reveal=True) if "webhook" in kinds and reveal else []
     text = export_openapi(
         routes, webhooks, title=data.title, version=data.version, description=data.description,
         base_url=_base_url(request), workspace_prefix=await services.routes.prefixed(), fmt=data.format,

@@ -1,4 +1,5 @@
-"""`/api/v1/triggers`: webhooks and schedules, and a preview of a schedule's next fire times."""
+"""`/api/v1/triggers`: webhooks and schedules, and a preview of a schedule's next fire times.
+A webhook's key is a secret (whoever has it may fire it): shown to editors and above only."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from litestar import Request, delete, get, post, put
 from litestar.params import Parameter
 
 from app.api.context import context
-from app.services.actor import now_ms
+from app.services.actor import Actor, at_least, now_ms
 from app.services.triggers import TriggerSpec, fire_times
+
+
+def _reveal(actor: Actor) -> bool:
+    return at_least(actor.role, "editor")
 
 
 class PreviewIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -22,7 +27,7 @@ class PreviewIn(msgspec.Struct, forbid_unknown_fields=True):
 @get("/triggers", opt={"role": "viewer"})
 async def list_triggers(request: Request, kind: str | None = None) -> list[dict[str, Any]]:
     services, actor = context(request)
-    return await services.triggers.list(actor.workspace, kind)
+    return await services.triggers.list(actor.workspace, kind, reveal=_reveal(actor))
 
 
 @post("/triggers", opt={"role": "editor", "audit": "trigger.create"}, status_code=201)
@@ -43,7 +48,7 @@ async def preview(request: Request, data: PreviewIn) -> dict[str, Any]:
 @get("/triggers/{trigger_id:str}", opt={"role": "viewer"})
 async def get_trigger(request: Request, trigger_id: str) -> dict[str, Any]:
     services, actor = context(request)
-    return await services.triggers.get(actor.workspace, trigger_id)
+    return await services.triggers.get(actor.workspace, trigger_id, reveal=_reveal(actor))
 
 
 @get("/triggers/{trigger_id:str}/preview", opt={"role": "viewer"})

@@ -6,6 +6,8 @@ routes, which answer a run with its result (422 and the error when it failed).
 
 The client's synchronous runs are an asynchronous run plus polling of
 `get_result_maybe`, which ends on every final status (success, failure, cancel, timeout).
+The caller wrote the arguments: their references resolve with the caller's rights (a run's
+token: the run's identity), and one the caller may not read is a 400 before any run.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ async def _enqueue(request: Request, path: str | None = None, digest: str | None
             await services.jobs.get(actor.workspace, lineage)  # only runs of this workspace
     job_id = await services.jobs.enqueue(
         actor, await json_body(request), TRIGGER, path=path, digest=digest, parent=parent, root=root,
-        scheduled_for=_scheduled_for(params.get("scheduled_in_secs")),
+        scheduled_for=_scheduled_for(params.get("scheduled_in_secs")), refs=True,
     )
     return Response(job_id, media_type=MediaType.TEXT, status_code=201)
 
@@ -156,7 +158,9 @@ async def run_by_hash(request: Request, digest: str) -> Response[str]:
 async def _run_and_wait(request: Request, path: str | None = None, digest: str | None = None) -> Response[Any]:
     """Run now and answer as Windmill does: 200 with the result, or 422 with `{"error": ...}`."""
     services, actor = context(request)
-    job_id, outcome = await services.jobs.run_and_wait(actor, await json_body(request), TRIGGER, path=path, digest=digest)
+    job_id, outcome = await services.jobs.run_and_wait(
+        actor, await json_body(request), TRIGGER, path=path, digest=digest, refs=True
+    )
     if outcome.status == "SUCCESS":
         return result_response(job_id, outcome)
     return Response(windmill_error(outcome.status, outcome.error), headers={"x-job-id": job_id}, status_code=422)
