@@ -103,6 +103,9 @@ def on_http_error(request: Request, error: HTTPException) -> Response:
     _audit_failure(request, status)
     details = error.extra if isinstance(error, ValidationException) else None
     message = error.detail or "error"
+    if isinstance(details, list) and details and all(isinstance(d, dict) and d.get("key") for d in details):
+        # Name the fields in the message itself: "expiresAt: Expected `int` <= 253402300799999".
+        message = "; ".join(f"{d['key']}: {d.get('message', 'invalid')}" for d in details)
     if status == 413:
         message = "the request body is too large"
     return _answer(request, status, CODES.get(status, "error" if status >= 500 else "bad_request"), message, details, error.headers)
