@@ -49,7 +49,7 @@ def create_app(services: Services) -> Litestar:
             Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
             *windmill_routers(),
         ],
-        middleware=[request_middleware(metrics, services.jobs.executor)],
+        middleware=[request_middleware(metrics, services.jobs.executor, services.settings.body_timeout_s)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=bound_typed_body,
         openapi_config=openapi,

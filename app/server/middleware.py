@@ -4,10 +4,16 @@ It runs inside Litestar's exception handling, so a refusal raised here leaves in
 envelope like any other error; the exception handlers (`errors.py`) then add the request id
 and count the answer, since it does not pass back through here. It is on every request's
 path, so it is written for speed: no regular expression, no random bytes per request.
+
+A request's body must arrive whole within `body_timeout_s` of the request's start: a client
+that sends its headers and then trickles its body, or never sends it, is answered 408 and
+its handler freed. Only reading the body pays for the deadline, and only until it is whole
+(a stream's wait for the client to go away is not cut).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import time
@@ -16,6 +22,7 @@ from collections.abc import Callable
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.engine.executor import Executor
+from app.errors import RequestTimeout
 from app.server.access import authorize
 from app.server.metrics import Metrics
 
@@ -31,7 +38,27 @@ def _given_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def request_middleware(metrics: Metrics, executor: Executor) -> Callable[[ASGIApp], ASGIApp]:
+def _receive_in_time(receive: Receive, deadline: float, timeout_s: float) -> Receive:
+    """`receive`, cut at `deadline` (loop time) until the body's last part has come."""
+    whole = False
+
+    async def receive_in_time() -> Message:
+        nonlocal whole
+        if whole:
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimeout(f"the request's body did not arrive within {timeout_s:g} s") from None
+        if message["type"] != "http.request" or not message.get("more_body"):
+            whole = True
+        return message
+
+    return receive_in_time
+
+
+def request_middleware(metrics: Metrics, executor: Executor, body_timeout_s: float) -> Callable[[ASGIApp], ASGIApp]:
     prefix = secrets.token_hex(4)
     numbers = itertools.count(1)
     observe = metrics.observe
@@ -58,8 +85,9 @@ def request_middleware(metrics: Metrics, executor: Executor) -> Callable[[ASGIAp
                 await send(message)
 
             request_started()  # runs nobody waits for yield to a burst of requests
+            deadline = asyncio.get_running_loop().time() + body_timeout_s
             state["actor"] = await authorize(scope, scope["route_handler"], request_id)  # type: ignore[arg-type]
-            await app(scope, receive, send_with_id)
+            await app(scope, _receive_in_time(receive, deadline, body_timeout_s), send_with_id)
             if status:  # an error answered by the exception handlers was counted there
                 observe(scope["method"], scope["path_template"], status, clock() - started)
 
