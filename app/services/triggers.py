@@ -84,9 +84,11 @@ def _cron(expression: str) -> tuple[str, bool]:
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
     try:
+        if len(name) > 64:
+            raise ValueError(name)
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise BadRequest(f"timezone {name!r} is not a known IANA time zone (e.g. UTC, Europe/Paris)") from None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name the file system refuses
+        raise BadRequest(f"timezone {name[:64]!r} is not a known IANA time zone (e.g. UTC, Europe/Paris)") from None
 
 
 def _ticks(expression: str, timezone: str, after_ms: int) -> Iterator[int]:

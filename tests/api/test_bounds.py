@@ -260,3 +260,10 @@ def test_a_body_that_never_arrives_is_cut_with_a_408(backend: str) -> None:
             assert httpx.get(f"{server.url}/readyz").status_code == 200
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("zone", ["x" * 5000, "../../etc/passwd", "\u0000", "/etc/localtime", "America"])
+def test_a_time_zone_the_file_system_refuses_is_a_400(api: httpx.Client, zone: str) -> None:
+    refused(api.post("/api/v1/triggers/preview", json={"cron": "* * * * *", "timezone": zone}), "time zone")
+    spec = {"kind": "schedule", "runnable": {"kind": "script", "path": "f/bounds/echo"}, "cron": "* * * * *", "timezone": zone}
+    refused(api.post("/api/v1/triggers", json=spec), "time zone")
