@@ -40,6 +40,8 @@ class Settings:
     kv_max_value_bytes: int = 1024 * 1024
     login_attempts_per_minute: int = 10
     job_memory_limit_mb: int | None = 2048  # address-space limit of a script's process
+    body_timeout_s: int = 30  # a request's whole body must arrive within this (else 408)
+    shutdown_timeout_s: int = 10  # a stop that takes longer is forced (exit code 1)
 
     @property
     def is_sqlite(self) -> bool:
@@ -117,6 +119,8 @@ def load_settings(
         sqlite_synchronous=synchronous,
         token_ttl_s=_int(env.get("FLOWMILL_TOKEN_TTL_S", str(12 * 3600)), "FLOWMILL_TOKEN_TTL_S", 60, 10**8),
         job_memory_limit_mb=_int(env.get("FLOWMILL_JOB_MEMORY_MB", "2048"), "FLOWMILL_JOB_MEMORY_MB", 0, 10**7) or None,
+        body_timeout_s=_int(env.get("FLOWMILL_BODY_TIMEOUT_S", "30"), "FLOWMILL_BODY_TIMEOUT_S", 1, 3600),
+        shutdown_timeout_s=_int(env.get("FLOWMILL_SHUTDOWN_TIMEOUT_S", "10"), "FLOWMILL_SHUTDOWN_TIMEOUT_S", 1, 3600),
     )
 
 

@@ -58,6 +58,13 @@ class MethodNotAllowed(FlowmillError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(FlowmillError):
+    """The client did not send its whole request in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(FlowmillError):
     status = 409
     code = "conflict"

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response
 
+from app.api.bounds import check_depth
 from app.errors import BadRequest, TooLarge
 from app.services import Services
 from app.services.actor import Actor
@@ -26,10 +27,18 @@ async def json_body(request: Request) -> Any:
     body = await request.body()
     if not body.strip():
         return {}
+    check_depth(body)
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+async def bound_typed_body(request: Request) -> None:
+    """Litestar's `before_request` hook: a handler's typed `data` is decoded by Litestar after
+    this, so its nesting is bounded here first (the body is read once; Litestar reuses it)."""
+    if "data" in request.route_handler.parsed_fn_signature.parameters:
+        check_depth(await request.body())
 
 
 async def read_body(request: Request, limit: int) -> bytes:

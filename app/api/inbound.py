@@ -24,6 +24,7 @@ import msgspec
 from litestar import Request, Response, post, route
 from litestar.response import ServerSentEvent
 
+from app.api.bounds import check_depth
 from app.api.context import read_body
 from app.api.v1.jobs import result_response, run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized, Unavailable
@@ -86,6 +87,7 @@ def _body(raw: bytes, headers: dict[str, str], raw_body: bool) -> Any:
     if kind == "application/x-www-form-urlencoded":
         return dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     if kind in ("application/json", "") or kind.endswith("+json"):
+        check_depth(raw)
         try:
             return msgspec.json.decode(raw)
         except msgspec.DecodeError as error:

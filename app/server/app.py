@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 import app as flowmill
 from app.api.windmill import windmill_routers
 from app.api import inbound
+from app.api.context import bound_typed_body
 from app.api.v1 import audit, auth, credentials, health, jobs, kv, routes, scripts, triggers, variables, workspaces
 from app.server.errors import EXCEPTION_HANDLERS
 from app.server.metrics import Metrics
@@ -48,8 +49,9 @@ def create_app(services: Services) -> Litestar:
             Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
             *windmill_routers(),
         ],
-        middleware=[request_middleware(metrics, services.jobs.executor)],
+        middleware=[request_middleware(metrics, services.jobs.executor, services.settings.body_timeout_s)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=bound_typed_body,
         openapi_config=openapi,
         request_max_body_size=services.settings.max_body_bytes,
         state=State({"services": services, "metrics": metrics}),

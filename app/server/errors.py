@@ -18,13 +18,14 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from app.errors import FlowmillError, RateLimited
 from app.services.actor import Actor
+from app.store.base import OutOfRange, StoreError, Unhealthy
 
 log = logging.getLogger("flowmill.server")
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+    405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
     422: "invalid", 429: "rate_limited", 503: "unavailable",
 }
 
@@ -102,9 +103,26 @@ def on_http_error(request: Request, error: HTTPException) -> Response:
     _audit_failure(request, status)
     details = error.extra if isinstance(error, ValidationException) else None
     message = error.detail or "error"
+    if isinstance(details, list) and details and all(isinstance(d, dict) and d.get("key") for d in details):
+        # Name the fields in the message itself: "expiresAt: Expected `int` <= 253402300799999".
+        message = "; ".join(f"{d['key']}: {d.get('message', 'invalid')}" for d in details)
     if status == 413:
         message = "the request body is too large"
     return _answer(request, status, CODES.get(status, "error" if status >= 500 else "bad_request"), message, details, error.headers)
+
+
+def on_store_error(request: Request, error: StoreError) -> Response:
+    """What the database refused: a value out of range is the caller's (a 400, should a bound
+    at the edge be missing), a database that cannot work now a 503, anything else a 500."""
+    if isinstance(error, OutOfRange):
+        _audit_failure(request, 400)
+        return _answer(request, 400, "bad_request", "a value is out of the range the server stores")
+    if isinstance(error, Unhealthy):
+        log.error("the database failed on %s %s: %s", request.method, request.url.path, error)
+        _audit_failure(request, 503)
+        return _answer(request, 503, "unavailable", "the database cannot take this request now; try again later",
+                       headers={"Retry-After": "5"})
+    return on_unexpected_error(request, error)
 
 
 def on_unexpected_error(request: Request, error: Exception) -> Response:
@@ -116,5 +134,6 @@ def on_unexpected_error(request: Request, error: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     FlowmillError: on_flowmill_error,
     HTTPException: on_http_error,
+    StoreError: on_store_error,
     Exception: on_unexpected_error,
 }

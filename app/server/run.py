@@ -2,7 +2,9 @@
 
 Everything that can refuse to start (the port, the database, the keys) is checked before
 the first request is accepted, and refused in one line. SIGINT or SIGTERM stops accepting,
-lets in-flight requests finish, then closes the database cleanly.
+lets in-flight requests finish, then closes the database cleanly. A stop has a deadline
+(`shutdown_timeout_s`): a server whose writer or executor hangs still exits, with code 1,
+when it passes, or at once on a second signal.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
+import threading
+
+from collections.abc import Awaitable, Callable
 
 import uvloop
 from granian.constants import Interfaces
@@ -42,7 +48,40 @@ def check_port_free(host: str, port: int) -> None:
             raise StartupError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
-async def serve_async(settings: Settings, ready: asyncio.Event | None = None) -> None:
+EXIT_FORCED = 1
+
+
+class Shutdown:
+    """A stop asked for by a signal, with its deadline: past it, or on a second signal, the
+    process exits at once. The timer is a thread of its own, so that it fires even when the
+    event loop is blocked."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.timer: threading.Timer | None = None
+
+    def request(self, stop: Callable[[], None]) -> None:
+        if self.timer is not None:
+            self.force("a second signal")
+        log.info("stopping (at most %g s)", self.budget_s)
+        self.timer = threading.Timer(self.budget_s, self.force, (f"the shutdown took longer than {self.budget_s:g} s",))
+        self.timer.daemon = True
+        self.timer.start()
+        stop()
+
+    @staticmethod
+    def force(reason: str) -> None:
+        log.error("Flowmill stopped by force: %s", reason)
+        logging.shutdown()
+        os._exit(EXIT_FORCED)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+async def serve_async(settings: Settings, ready: asyncio.Event | None = None,
+                      shutdown: Shutdown | None = None) -> None:
     """Prepare everything, serve until SIGINT/SIGTERM, then shut down cleanly."""
     if settings.home.exists() and not settings.home.is_dir():
         raise StartupError(f"the data dir {settings.home} is not a directory (set FLOWMILL_HOME)")
@@ -65,8 +104,9 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
             backlog=1024,
         )
         loop = asyncio.get_running_loop()
+        shutdown = shutdown or Shutdown(settings.shutdown_timeout_s)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, server.stop)
+            loop.add_signal_handler(sig, shutdown.request, server.stop)
         # Everything built so far lives as long as the process: keep it out of the garbage
         # collector's scans, which otherwise cost several microseconds per request.
         gc.collect()
@@ -81,10 +121,20 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
         await server.serve()
         log.info("Flowmill stopped")
     finally:
+        # Each step is bounded; the deadline of `Shutdown` bounds them all together.
         if services is not None:
-            await services.stop()
-        await drain_audit()
-        await db.close()
+            await _bounded(services.stop(), settings.shutdown_timeout_s, "stopping the runs")
+        await _bounded(drain_audit(), settings.shutdown_timeout_s, "writing the audit log")
+        await _bounded(db.close(), settings.shutdown_timeout_s, "closing the database")
+
+
+async def _bounded(step: Awaitable[None], timeout_s: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except asyncio.TimeoutError:
+        log.error("%s took longer than %g s; going on", what, timeout_s)
+    except Exception as error:  # shutting down: say it and go on with the next step
+        log.error("%s failed: %s", what, error)
 
 
 def serve(settings: Settings) -> int:
@@ -93,14 +143,17 @@ def serve(settings: Settings) -> int:
     logging.getLogger("_granian").setLevel(logging.ERROR)
     logging.getLogger("granian").setLevel(logging.ERROR)
     logging.getLogger("piccolo").setLevel(logging.WARNING)
+    shutdown = Shutdown(settings.shutdown_timeout_s)
     try:
         # uvloop: the same asyncio, with the loop and its thread wake-ups in C. Measured on 2 cores:
         # async route ingest at 32 connections +20-40% requests/s against the stock loop.
-        uvloop.run(serve_async(settings))
+        uvloop.run(serve_async(settings, shutdown=shutdown))
     except (StartupError, ConfigError) as error:
         print(f"flowmill: {error.message}", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"flowmill: cannot serve on {settings.host}:{settings.port}: {error}", file=sys.stderr)
         return 1
+    finally:
+        shutdown.cancel()  # only now: the loop's own end (joining its executor threads) is bounded too
     return 0

@@ -431,7 +431,7 @@ class Jobs:
                 clauses.append(f"{column} = ${len(args)}")
         if cursor:
             created, _, last_id = cursor.partition(":")
-            if not created.isdigit() or not last_id:
+            if not (created.isascii() and created.isdigit() and len(created) <= 15) or not last_id:
                 raise BadRequest("cursor is not one this API gave")
             args += [int(created), last_id]
             clauses.append(f"(created_at < ${len(args) - 1} OR (created_at = ${len(args) - 1} AND id < ${len(args)}))")

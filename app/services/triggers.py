@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.security.vault import Vault
@@ -89,9 +89,11 @@ def _cron(expression: str) -> tuple[str, bool]:
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
     try:
+        if len(name) > 64:
+            raise ValueError(name)
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise BadRequest(f"timezone {name!r} is not a known IANA time zone (e.g. UTC, Europe/Paris)") from None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name the file system refuses
+        raise BadRequest(f"timezone {name[:64]!r} is not a known IANA time zone (e.g. UTC, Europe/Paris)") from None
 
 
 def _ticks(expression: str, timezone: str, after_ms: int) -> Iterator[int]:
@@ -100,7 +102,11 @@ def _ticks(expression: str, timezone: str, after_ms: int) -> Iterator[int]:
     start = datetime.datetime.fromtimestamp(after_ms / 1000, _zone(timezone))
     ticks = croniter(expression, start, second_at_beginning=seconds)
     while True:
-        yield int(ticks.get_next(datetime.datetime).timestamp() * 1000)
+        try:
+            tick = ticks.get_next(datetime.datetime)
+        except (CroniterError, ValueError, OverflowError):  # croniter gives up searching quickly
+            raise BadRequest(f"cron {expression!r} never fires (a date that does not exist, such as February 30)") from None
+        yield int(tick.timestamp() * 1000)
 
 
 def fire_times(expression: str, timezone: str, after_ms: int, count: int) -> list[int]:
@@ -277,7 +283,16 @@ class Triggers:
         )
         started = 0
         for row in rows:
-            started += await self._fire(row, now)
+            try:
+                started += await self._fire(row, now)
+            except BadRequest as error:
+                # A schedule that can never fire again (saved before its cron was checked):
+                # it stops being due, rather than failing every tick and the schedules after it.
+                log.warning("schedule %s stops: %s", row["id"], error.message)
+                await self.db.write(Statement(
+                    "UPDATE run_trigger SET next_fire_at = NULL WHERE id = $1 AND next_fire_at = $2",
+                    (row["id"], row["next_fire_at"]),
+                ))
         return started
 
     async def _fire(self, row: Row, now: int) -> int:

@@ -9,9 +9,13 @@ a request only after that.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
+
+
+PROBE_TIMEOUT_S = 3.0  # a health probe that takes longer says the database is not ready
 
 
 class Row(Protocol):
@@ -38,6 +42,15 @@ class StoreError(Exception):
 
 class UniqueViolation(StoreError):
     """A row with the same identity exists already."""
+
+
+class OutOfRange(StoreError):
+    """A value does not fit its column (an integer past its range, a text past its length):
+    input the edge should have refused, answered as the caller's mistake all the same."""
+
+
+class Unhealthy(StoreError):
+    """The database cannot take writes or queries now (locked, stuck, unreachable)."""
 
 
 class Database(abc.ABC):
@@ -77,6 +90,16 @@ class Database(abc.ABC):
     async def execute(self, sql: str, *args: Any) -> Result:
         """One write statement, committed on return."""
         return (await self.write(Statement(sql, args)))[0]
+
+    async def check(self) -> None:
+        """Raise `Unhealthy` with the reason unless the database takes queries now (and, where
+        a backend has one, its writer takes writes): what /readyz answers."""
+        try:
+            await asyncio.wait_for(self.fetchval("SELECT 1"), PROBE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise Unhealthy(f"a query did not complete within {PROBE_TIMEOUT_S:g} s") from None
+        except StoreError as error:
+            raise Unhealthy(str(error)) from None
 
     @abc.abstractmethod
     def pool_state(self) -> dict[str, float]:

@@ -12,7 +12,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from app.errors import StartupError
-from app.store.base import Database, Result, Row, Statement, StoreError, UniqueViolation
+from app.store.base import (
+    Database, OutOfRange, Result, Row, Statement, StoreError, Unhealthy, UniqueViolation,
+)
 
 
 def split_schema(url: str) -> tuple[str, str | None]:
@@ -27,7 +29,14 @@ def split_schema(url: str) -> tuple[str, str | None]:
 def _classify(error: Exception) -> StoreError:
     if isinstance(error, asyncpg.UniqueViolationError):
         return UniqueViolation(str(error))
+    if isinstance(error, asyncpg.DataError):  # a value past its column's range (int32, int64, ...)
+        return OutOfRange(str(error))
+    if isinstance(error, (OSError, asyncpg.InterfaceError)):  # the connection went away
+        return Unhealthy(str(error))
     return StoreError(str(error))
+
+
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 class PostgresDatabase(Database):
@@ -70,7 +79,7 @@ class PostgresDatabase(Database):
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
             return await self._ready_pool().fetch(sql, *args)
-        except asyncpg.PostgresError as error:
+        except _FAILURES as error:
             raise _classify(error) from error
 
     async def write(self, *statements: Statement, durable: bool = True) -> list[Result]:
@@ -79,7 +88,7 @@ class PostgresDatabase(Database):
                 if not durable:  # the commit's WAL is flushed by the next synchronous commit, or within ms
                     await conn.execute("SET LOCAL synchronous_commit TO OFF")
                 return [await self._run(conn, s) for s in statements]
-        except asyncpg.PostgresError as error:
+        except _FAILURES as error:
             raise _classify(error) from error
 
     @staticmethod

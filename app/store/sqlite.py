@@ -5,22 +5,34 @@ does not use it. Writes queue up for a single writer thread, which applies every
 is waiting in one transaction (a savepoint per caller, so one caller's error spoils nobody
 else's) and commits once: many writes share one fsync. Reads run inline on the caller's
 thread with a connection of its own, which in WAL mode never waits for the writer.
+
+The writer outlives anything a write does: a statement that fails (a constraint, an integer
+past 64 bits, any exception) fails its own caller only, and a batch that fails as a whole
+(the file locked by another process, a full disk) fails its callers and the writer goes on
+with the next one. `check` says whether it is healthy, for /readyz.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import re
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from app.errors import StartupError
-from app.store.base import Database, Result, Row, Statement, StoreError, UniqueViolation
+from app.store.base import (
+    PROBE_TIMEOUT_S, Database, OutOfRange, Result, Row, Statement, StoreError, Unhealthy, UniqueViolation,
+)
 
 MAX_BATCH = 512
+STALL_S = 5.0  # a batch still not committed after this long means the writer is stuck
+CLOSE_TIMEOUT_S = 10.0
+log = logging.getLogger("flowmill.store")
 _PARAM = re.compile(r"\$(\d+)")
 _STOP = object()
 
@@ -33,10 +45,18 @@ def translate(sql: str, _cache: dict[str, str] = {}) -> str:  # noqa: B006 - a d
     return found
 
 
-def _classify(error: sqlite3.Error) -> StoreError:
+def _classify(error: BaseException) -> StoreError:
     if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
         return UniqueViolation(str(error))
-    return StoreError(str(error))
+    if isinstance(error, OverflowError):  # sqlite3 binds integers of 64 bits at most
+        return OutOfRange(str(error))
+    if isinstance(error, sqlite3.Error):
+        return StoreError(str(error))
+    return StoreError(f"{type(error).__name__}: {error}")
+
+
+class _StatementFailed(Exception):
+    """A statement of an optimistic batch failed: the batch is done again, one savepoint a caller."""
 
 
 class _Pending:
@@ -76,6 +96,9 @@ class SQLiteDatabase(Database):
         self._unsynced = 0  # batches committed without waiting for the disk (no durable write in them)
         self._writes = 0
         self._waiting = 0
+        # Read by `check` on the event loop, written by the writer thread.
+        self._busy_since: float | None = None  # monotonic start of the batch being applied
+        self._failing: str | None = None  # why the last batch failed as a whole, until one commits
 
     # -- connections -------------------------------------------------------------------------
 
@@ -120,8 +143,11 @@ class SQLiteDatabase(Database):
     async def close(self) -> None:
         if self._writer is not None:
             self._queue.put(_STOP)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+            # Bounded: a writer stuck on a locked file must not hold the process (it is a daemon).
+            await asyncio.to_thread(self._writer.join, CLOSE_TIMEOUT_S)
+            stuck, self._writer = self._writer.is_alive(), None
+            if stuck:
+                raise Unhealthy(f"the database writer did not finish within {CLOSE_TIMEOUT_S:g} s")
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -134,7 +160,7 @@ class SQLiteDatabase(Database):
         # Indexed point reads take microseconds: a thread hop would cost more than the query.
         try:
             return self._reader().execute(translate(sql), args).fetchall()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OverflowError) as error:
             raise _classify(error) from error
 
     # -- writes ------------------------------------------------------------------------------
@@ -142,6 +168,8 @@ class SQLiteDatabase(Database):
     async def write(self, *statements: Statement, durable: bool = True) -> list[Result]:
         if self._writer is None:
             raise StoreError("the database is closed")
+        if not self._writer.is_alive():
+            raise Unhealthy("the database writer has stopped")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._waiting += 1
@@ -165,7 +193,10 @@ class SQLiteDatabase(Database):
             if _STOP in batch:
                 stopping = True
                 batch = [item for item in batch if item is not _STOP]
-            if batch:
+            if not batch:
+                continue
+            self._busy_since = time.monotonic()
+            try:
                 # A batch of writes that need not wait for the disk (see `write`) commits
                 # with NORMAL: into the WAL, whose next FULL commit syncs them too.
                 wanted = self.synchronous if any(item.durable for item in batch) else "NORMAL"
@@ -174,8 +205,32 @@ class SQLiteDatabase(Database):
                     synchronous = wanted
                 self._unsynced += wanted == "NORMAL"
                 self._commit(conn, batch)
-        conn.execute("PRAGMA optimize")
+            except BaseException as error:  # noqa: BLE001 - whatever happens, the writer goes on
+                log.exception("a batch of %d writes failed", len(batch))
+                self._failing = f"{type(error).__name__}: {error}"
+                self._deliver([(item, None, StoreError(f"the write failed: {error}")) for item in batch])
+                conn, synchronous = self._recover(conn), ""  # unknown now: set by the next batch
+            finally:
+                self._busy_since = None
+        try:
+            conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass
         conn.close()
+
+    def _recover(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """The connection back out of any transaction, or a new one if it is broken."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return conn
+        except BaseException:  # noqa: BLE001
+            try:
+                conn.close()
+                return self._connect(read_only=False)
+            except BaseException:  # noqa: BLE001 - keep the old one; `check` reports the failures
+                log.exception("cannot reopen the database writer's connection")
+                return conn
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         # Optimistic first: the whole batch in one transaction without savepoints. Errors are
@@ -183,51 +238,87 @@ class SQLiteDatabase(Database):
         # savepoint per caller, so that only the failing caller sees its error.
         try:
             outcomes = self._apply(conn, batch, isolate=False)
-        except sqlite3.Error:
+        except _StatementFailed:
             outcomes = self._apply(conn, batch, isolate=True)
         self._batches += 1
         self._writes += len(batch)
+        self._deliver(outcomes)
+
+    @staticmethod
+    def _deliver(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
         # One wake-up per event loop and batch, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[0].loop, []).append(outcome)
         for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_settle, settled)
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
 
     def _apply(
         self, conn: sqlite3.Connection, batch: list[_Pending], isolate: bool
     ) -> list[tuple[_Pending, Any, BaseException | None]]:
-        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                if not isolate:
-                    outcomes.append((item, [self._run(conn, s) for s in item.statements], None))
-                    continue
-                conn.execute("SAVEPOINT op")
+        except sqlite3.Error as error:  # locked by another process past busy_timeout, I/O error...
+            return self._failed_whole(batch, error)
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        for item in batch:
+            if not isolate:
                 try:
-                    results = [self._run(conn, s) for s in item.statements]
-                except sqlite3.Error as error:
-                    conn.execute("ROLLBACK TO op")
-                    outcomes.append((item, None, _classify(error)))
-                else:
-                    outcomes.append((item, results, None))
-                conn.execute("RELEASE op")
+                    outcomes.append((item, [self._run(conn, s) for s in item.statements], None))
+                except Exception as error:
+                    conn.execute("ROLLBACK")
+                    if len(batch) == 1:  # nobody else to spare: this caller's error, no second pass
+                        return [(item, None, _classify(error))]
+                    raise _StatementFailed from error
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                results = [self._run(conn, s) for s in item.statements]
+            except Exception as error:
+                conn.execute("ROLLBACK TO op")
+                outcomes.append((item, None, _classify(error)))
+            else:
+                outcomes.append((item, results, None))
+            conn.execute("RELEASE op")
+        try:
             conn.execute("COMMIT")
         except sqlite3.Error as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if not isolate:
-                raise
-            failure = StoreError(f"commit failed: {error}")
-            outcomes = [(item, None, failure) for item in batch]
+            return self._failed_whole(batch, error)
+        self._failing = None
         return outcomes
+
+    def _failed_whole(self, batch: list[_Pending], error: sqlite3.Error) -> list[tuple[_Pending, Any, BaseException | None]]:
+        self._failing = str(error)
+        failure = Unhealthy(f"the database did not commit: {error}")
+        return [(item, None, failure) for item in batch]
 
     @staticmethod
     def _run(conn: sqlite3.Connection, statement: Statement) -> Result:
         cursor = conn.execute(translate(statement.sql), statement.args)
         rows = cursor.fetchall()
         return Result(cursor.rowcount if cursor.rowcount >= 0 else len(rows), rows)
+
+    async def check(self) -> None:
+        writer = self._writer
+        if writer is None or not writer.is_alive():
+            raise Unhealthy("the database writer has stopped")
+        busy = self._busy_since
+        if busy is not None and time.monotonic() - busy > STALL_S:
+            raise Unhealthy(f"a write has not completed for {time.monotonic() - busy:.0f} s")
+        if self._failing is not None:
+            # The last batch failed as a whole: an empty write says whether commits work again.
+            try:
+                await asyncio.wait_for(self.write(), PROBE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise Unhealthy(f"a write did not complete within {PROBE_TIMEOUT_S:g} s") from None
+            except StoreError as error:
+                raise Unhealthy(str(error)) from None
+        await super().check()
 
     def pool_state(self) -> dict[str, float]:
         return {

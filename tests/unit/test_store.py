@@ -229,3 +229,83 @@ def test_a_second_database_migrates_beside_a_first(backend: str) -> None:
             for schema in (first_schema, second_schema):
                 if schema:
                     drop_schema(schema)
+
+
+class _Exploding(tuple):  # type: ignore[type-arg]
+    """Arguments that fail as sqlite3 reads them, with an error that is not sqlite3's."""
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no argument for you")
+
+    def __len__(self) -> int:
+        raise RuntimeError("no argument for you")
+
+
+def test_a_value_past_64_bits_fails_its_own_write_only(backend: str) -> None:
+    from app.store.base import OutOfRange
+
+    wide = (
+        "INSERT INTO kv_entry (workspace_id, namespace, key, value, updated_by, created_at, updated_at) "
+        "VALUES ('main', 'ns', $1, '1', 'test', $2, 0)"
+    )
+
+    async def scenario(db) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(3):  # the writer is still there after each round
+            before = await db.fetchval("SELECT count(*) FROM kv_entry")
+            writes = [db.execute(INSERT, f"ok{before + i}", "1") for i in range(40)]
+            writes.insert(10, db.write(Statement(INSERT, (f"spoilt{before}", "1")), Statement(wide, ("big", 10**20))))
+            writes.insert(30, db.execute(wide, "negative", -(10**20)))
+            results = await asyncio.gather(*writes, return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            assert len(failures) == 2 and all(isinstance(f, OutOfRange) for f in failures), failures
+            assert await db.fetchval("SELECT count(*) FROM kv_entry") == before + 40
+            assert await db.fetchval("SELECT count(*) FROM kv_entry WHERE key LIKE 'spoilt%'") == 0
+        await db.check()
+        with pytest.raises(OutOfRange):
+            await db.fetch("SELECT count(*) FROM kv_entry WHERE created_at < $1", 10**20)
+
+    run_on(backend, scenario)
+
+
+def test_the_sqlite_writer_outlives_errors_that_are_not_sqlites(backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("the writer thread is SQLite's")
+    from app.store.base import StoreError
+
+    async def scenario(db) -> None:  # type: ignore[no-untyped-def]
+        writes = [db.execute(INSERT, f"ok{i}", "1") for i in range(20)]
+        writes.insert(5, db.write(Statement(INSERT, _Exploding(("x", "1")))))
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert len(failures) == 1 and isinstance(failures[0], StoreError) and "no argument" in str(failures[0])
+        alone = await asyncio.gather(db.write(Statement(INSERT, _Exploding(()))), return_exceptions=True)
+        assert isinstance(alone[0], StoreError)
+        await db.execute(INSERT, "after", "1")
+        assert await db.fetchval("SELECT count(*) FROM kv_entry") == 21
+        await db.check()
+
+    run_on(backend, scenario)
+
+
+def test_a_locked_sqlite_file_fails_writes_and_readiness_until_it_is_released(backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("a lock on the file is SQLite's")
+    from app.store.base import Unhealthy
+
+    async def scenario(settings, db) -> None:  # type: ignore[no-untyped-def]
+        await db.check()
+        other = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(Unhealthy, match="locked"):
+                await db.execute(INSERT, "blocked", "1")
+            with pytest.raises(Unhealthy):
+                await db.check()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await db.check()  # commits work again
+        await db.execute(INSERT, "released", "1")
+        assert await db.fetchval("SELECT count(*) FROM kv_entry") == 1
+
+    run_with_settings(backend, scenario)

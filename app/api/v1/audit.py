@@ -6,6 +6,7 @@ import msgspec
 from litestar import Request, get
 from litestar.params import Parameter
 
+from app.api.bounds import EPOCH_MS_MAX, INT32_MAX
 from app.api.context import context
 
 
@@ -32,9 +33,9 @@ async def list_audit(
     username: str | None = Parameter(query="actor", default=None),
     action: str | None = None,
     outcome: str | None = None,
-    since: int | None = Parameter(default=None, description="epoch ms, inclusive"),
-    until: int | None = Parameter(default=None, description="epoch ms, exclusive"),
-    cursor: int | None = None,
+    since: int | None = Parameter(default=None, ge=0, le=EPOCH_MS_MAX, description="epoch ms, inclusive"),
+    until: int | None = Parameter(default=None, ge=0, le=EPOCH_MS_MAX, description="epoch ms, exclusive"),
+    cursor: int | None = Parameter(default=None, ge=0, le=INT32_MAX),
     limit: int = Parameter(default=50, ge=1, le=200),
 ) -> AuditPage:
     """Recent audit entries of the workspace, newest first (workspace admins)."""

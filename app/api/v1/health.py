@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Request, Response, get
 
 from app.errors import Unavailable
+from app.store.base import StoreError
 from app.api.context import context
 
 
@@ -16,12 +17,13 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz")
 async def readyz(request: Request) -> dict[str, str]:
-    """The database answers."""
+    """The database answers queries and takes writes (on SQLite: its writer is alive and not
+    stuck); 503 with the reason otherwise."""
     services, actor = context(request)
     try:
-        await services.db.fetchval("SELECT 1")
-    except Exception as error:
-        raise Unavailable(f"the database does not answer: {error}") from None
+        await services.db.check()
+    except StoreError as error:
+        raise Unavailable(f"the database is not ready: {error}") from None
     return {"status": "ready", "database": services.db.dialect}
 
 

@@ -16,6 +16,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.engine.executor import Outcome
 from app.errors import Conflict, FlowmillError
+from app.api.bounds import INT32_MAX
 from app.api.context import context, json_body
 from app.services import Services
 from app.services.jobs import Trigger, outcome_of
@@ -194,7 +195,7 @@ async def get_result(request: Request, job_id: str) -> Response[Any]:
 @get("/jobs/{job_id:str}/logs", opt={"role": "viewer"})
 async def get_logs(
     request: Request,
-    job_id: str, after: int = 0, limit: int = Parameter(default=10_000, ge=1, le=10_000)
+    job_id: str, after: int = Parameter(default=0, ge=0, le=INT32_MAX), limit: int = Parameter(default=10_000, ge=1, le=10_000)
 ) -> list[LogLine]:
     """Log lines with their timestamps (ms), from after line id `after`."""
     services, actor = context(request)

@@ -10,6 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
 from litestar.params import Parameter
 
+from app.api.bounds import check_depth
 from app.api.context import context
 
 
@@ -43,7 +44,9 @@ class KvKeys(msgspec.Struct, rename="camel"):
 async def put_entry(namespace: str, key: str, request: Request) -> KvWritten:
     """Set a key to the JSON value in the body; durable before the answer."""
     services, actor = context(request)
-    value = services.kv.encode(await request.body())
+    body = await request.body()
+    check_depth(body)
+    value = services.kv.encode(body)
     return KvWritten(namespace, key, await services.kv.put(actor, namespace, key, value))
 
 

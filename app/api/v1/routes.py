@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.params import Parameter
 
+from app.api.bounds import check_depth
 from app.api.context import context
 from app.errors import BadRequest, Forbidden
 from app.services import Services
@@ -82,8 +83,10 @@ async def _spec_text(request: Request) -> tuple[str, str]:
         if upload is None or not hasattr(upload, "read") or not isinstance(folder, str):
             raise BadRequest("an upload has a `file` field and a `folder` field")
         return (await upload.read()).decode("utf-8", "replace"), folder
+    body = await request.body()
+    check_depth(body)
     try:
-        given = msgspec.json.decode(await request.body(), type=ImportIn)
+        given = msgspec.json.decode(body, type=ImportIn)
     except msgspec.DecodeError as error:
         raise BadRequest(f"the body is not an import request {{spec | url, folder}}: {error}") from None
     if (given.spec is None) == (given.url is None):

@@ -7,8 +7,16 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, post
 
+from app.api.bounds import (
+    Attempts, BackoffS, CacheTtlS, ConcurrencyLimit, Priority, TimeoutS, WindowS,
+)
 from app.api.context import context
 from app.services.scripts import Retry, ScriptSettings
+
+
+class RetryIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    attempts: Attempts = 0
+    backoff_s: BackoffS = 1.0
 
 
 class ScriptIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -16,19 +24,20 @@ class ScriptIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     content: str
     summary: str = ""
     description: str = ""
-    timeout: float | None = None
-    concurrency_limit: int | None = None
+    timeout: TimeoutS | None = None  # seconds
+    concurrency_limit: ConcurrencyLimit | None = None
     concurrency_key: str | None = None
-    concurrency_time_window_s: float | None = None
-    cache_ttl: float | None = None
-    priority: int = 0
-    retry: Retry | None = None
+    concurrency_time_window_s: WindowS | None = None
+    cache_ttl: CacheTtlS | None = None  # seconds
+    priority: Priority = 0
+    retry: RetryIn | None = None
 
     def settings(self) -> ScriptSettings:
+        retry = None if self.retry is None else Retry(self.retry.attempts, self.retry.backoff_s)
         return ScriptSettings(
             timeout=self.timeout, concurrency_limit=self.concurrency_limit, concurrency_key=self.concurrency_key,
             concurrency_time_window_s=self.concurrency_time_window_s, cache_ttl=self.cache_ttl,
-            priority=self.priority, retry=self.retry,
+            priority=self.priority, retry=retry,
         )
 
 

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, delete, get, post, put
 from litestar.params import Parameter
 
+from app.api.bounds import Count
 from app.api.context import context
 from app.services.actor import Actor, at_least, now_ms
 from app.services.triggers import TriggerSpec, fire_times
@@ -21,7 +22,7 @@ def _reveal(actor: Actor) -> bool:
 class PreviewIn(msgspec.Struct, forbid_unknown_fields=True):
     cron: str
     timezone: str = "UTC"
-    count: int = 5
+    count: Count = 5
 
 
 @get("/triggers", opt={"role": "viewer"})
@@ -41,8 +42,7 @@ async def create_trigger(request: Request, data: TriggerSpec) -> dict[str, Any]:
 @post("/triggers/preview", opt={"role": "viewer"}, status_code=200)
 async def preview(request: Request, data: PreviewIn) -> dict[str, Any]:
     """The next fire times (epoch ms) of a cron expression in a time zone."""
-    count = max(1, min(data.count, 100))
-    return {"fireTimes": fire_times(data.cron, data.timezone, now_ms(), count)}
+    return {"fireTimes": fire_times(data.cron, data.timezone, now_ms(), data.count)}
 
 
 @get("/triggers/{trigger_id:str}", opt={"role": "viewer"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Request, delete, get, post, put
 
+from app.api.bounds import EpochMs
 from app.api.context import context
 
 
@@ -32,7 +33,7 @@ class MemberOut(msgspec.Struct, rename="camel"):
 
 class TokenIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     label: str = ""
-    expires_at: int | None = None  # epoch milliseconds
+    expires_at: EpochMs | None = None
 
 
 class TokenOut(msgspec.Struct, rename="camel"):

@@ -15,6 +15,7 @@ import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.params import Parameter
 
+from app.api.bounds import MAX_PAGE_NUMBER, check_depth
 from app.api.context import context, json_string
 from app.errors import Forbidden, NotFound
 from app.services import Services
@@ -199,7 +200,7 @@ async def update_resource_value(request: Request, path: str, data: WindmillResou
 async def list_resources(
     request: Request,
     resource_type: str | None = None,
-    page: int = Parameter(default=1, ge=1),
+    page: int = Parameter(default=1, ge=1, le=MAX_PAGE_NUMBER),
     per_page: int = Parameter(default=100, ge=1, le=1000),
 ) -> list[WindmillResource]:
     """Resources of the workspace by path, of one type (or of any of a comma-separated list)."""
@@ -218,7 +219,9 @@ async def list_resources(
 async def set_flow_user_state(request: Request, flow_id: str, key: str) -> None:
     """Store the JSON body at `key` of the state of run `flow_id` (404 if there is no such run)."""
     services, actor = context(request)
-    await FlowUserState(services.kv, services.jobs).set(actor, flow_id, key, await request.body())
+    body = await request.body()
+    check_depth(body)
+    await FlowUserState(services.kv, services.jobs).set(actor, flow_id, key, body)
 
 
 @get("/jobs/flow/user_states/{flow_id:str}/{key:str}", opt={"role": "viewer"})

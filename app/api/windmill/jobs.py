@@ -19,6 +19,7 @@ import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.params import Parameter
 
+from app.api.bounds import Percent, seconds_from_now
 from app.api.context import context, json_body, json_string
 from app.api.v1.jobs import FINAL, result_response
 from app.errors import BadRequest, Conflict, NotFound
@@ -116,13 +117,9 @@ def windmill_job(job: dict[str, Any]) -> WindmillJob:
     )
 
 
-def _scheduled_for(seconds: str | None) -> int | None:
-    if seconds is None:
-        return None
-    try:
-        return now_ms() + int(float(seconds) * 1000)
-    except ValueError:
-        raise BadRequest("scheduled_in_secs is a number of seconds") from None
+def _scheduled_for(text: str | None) -> int | None:
+    seconds = seconds_from_now(text, "scheduled_in_secs")
+    return None if seconds is None else now_ms() + int(seconds * 1000)
 
 
 async def _enqueue(request: Request, path: str | None = None, digest: str | None = None) -> Response[str]:
@@ -260,7 +257,7 @@ async def list_jobs(
 
 
 class ProgressIn(msgspec.Struct):
-    percent: int
+    percent: Percent
     flow_job_id: str | None = None  # sent by `wmill`; a run's progress is its own here
 
 
