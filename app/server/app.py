@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import resources as package_files
+from pathlib import Path
+
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
 
 import app as flowmill
 from app.api.windmill import windmill_routers
@@ -24,6 +28,22 @@ WORKSPACE_HANDLERS = [
 ]
 
 
+# The API explorer's files ship with Flowmill (swagger-ui-dist, app/assets/swagger-ui): the docs
+# work with no network, and the page loads nothing from another host.
+DOCS_ASSETS = "/api/v1/docs/assets"
+_SWAGGER_UI = Path(str(package_files.files("app").joinpath("assets/swagger-ui")))
+
+
+def _docs() -> SwaggerRenderPlugin:
+    return SwaggerRenderPlugin(
+        path="/docs",
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+    )
+
+
 def create_app(services: Services) -> Litestar:
     """The whole HTTP surface over `services`."""
     metrics = Metrics(services.db, services.jobs.started)
@@ -31,7 +51,7 @@ def create_app(services: Services) -> Litestar:
         title="Flowmill API",
         version=flowmill.__version__,
         path="/api/v1",
-        render_plugins=[SwaggerRenderPlugin(path="/docs")],
+        render_plugins=[_docs()],
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="a session JWT or an API token")
@@ -47,6 +67,8 @@ def create_app(services: Services) -> Litestar:
             *inbound.HANDLERS,
             Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
             *windmill_routers(),
+            create_static_files_router(DOCS_ASSETS, [_SWAGGER_UI], include_in_schema=False,
+                                       cache_control=None, send_as_attachment=False),
         ],
         middleware=[request_middleware(metrics, services.jobs.executor)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
