@@ -10,7 +10,10 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar._openapi.plugin import handle_schema_path_not_found
 from litestar.static_files import create_static_files_router
+from litestar.routes import BaseRoute
+from litestar.types import ControllerRouterHandler
 
 import app as flowmill
 from app.api.windmill import windmill_routers
@@ -44,6 +47,16 @@ def _docs() -> SwaggerRenderPlugin:
     )
 
 
+class _DocsRouter(Router):
+    """The router of the OpenAPI document and the explorer, without the HTML 404 page Litestar
+    adds for any other path below it (here /api/v1/...): every answer under /api is JSON."""
+
+    def register(self, value: ControllerRouterHandler) -> list[BaseRoute]:
+        if getattr(value, "fn", None) is handle_schema_path_not_found:
+            return []
+        return super().register(value)
+
+
 def create_app(services: Services) -> Litestar:
     """The whole HTTP surface over `services`."""
     metrics = Metrics(services.db, services.jobs.started)
@@ -52,6 +65,7 @@ def create_app(services: Services) -> Litestar:
         version=flowmill.__version__,
         path="/api/v1",
         render_plugins=[_docs()],
+        openapi_router=_DocsRouter("/api/v1", route_handlers=[], include_in_schema=False),
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="a session JWT or an API token")
