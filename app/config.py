@@ -40,6 +40,9 @@ class Settings:
     kv_max_value_bytes: int = 1024 * 1024
     login_attempts_per_minute: int = 10
     job_memory_limit_mb: int | None = 2048  # address-space limit of a script's process
+    log_level: str = "info"  # debug, info, warning, error
+    log_json: bool = False  # one JSON object a line instead of text
+    access_log: bool = True  # a line for every answered request (at info)
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,6 +109,12 @@ def load_settings(
     if synchronous not in {"FULL", "NORMAL"}:
         raise ConfigError("FLOWMILL_SQLITE_SYNCHRONOUS must be FULL or NORMAL")
     cores = os.cpu_count() or 1
+    log_level = env.get("FLOWMILL_LOG_LEVEL", "info").strip().lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"FLOWMILL_LOG_LEVEL must be debug, info, warning or error, not {log_level!r}")
+    log_format = env.get("FLOWMILL_LOG_FORMAT", "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"FLOWMILL_LOG_FORMAT must be text or json, not {log_format!r}")
     return Settings(
         host=host,
         port=int(port),  # type: ignore[arg-type]
@@ -117,6 +126,9 @@ def load_settings(
         sqlite_synchronous=synchronous,
         token_ttl_s=_int(env.get("FLOWMILL_TOKEN_TTL_S", str(12 * 3600)), "FLOWMILL_TOKEN_TTL_S", 60, 10**8),
         job_memory_limit_mb=_int(env.get("FLOWMILL_JOB_MEMORY_MB", "2048"), "FLOWMILL_JOB_MEMORY_MB", 0, 10**7) or None,
+        log_level=log_level,
+        log_json=log_format == "json",
+        access_log=_flag(env.get("FLOWMILL_ACCESS_LOG", "on"), "FLOWMILL_ACCESS_LOG") and log_level in ("debug", "info"),
     )
 
 

@@ -20,6 +20,7 @@ from app.api.windmill import windmill_routers
 from app.api import inbound
 from app.api.v1 import audit, auth, credentials, health, jobs, kv, routes, scripts, triggers, variables, workspaces
 from app.server.errors import EXCEPTION_HANDLERS
+from app.server.logs import AccessLog
 from app.server.metrics import Metrics
 from app.server.middleware import request_middleware
 from app.services import Services
@@ -60,6 +61,7 @@ class _DocsRouter(Router):
 def create_app(services: Services) -> Litestar:
     """The whole HTTP surface over `services`."""
     metrics = Metrics(services.db, services.jobs.started)
+    access = AccessLog(services.settings.access_log, services.settings.log_json)
     openapi = OpenAPIConfig(
         title="Flowmill API",
         version=flowmill.__version__,
@@ -84,11 +86,11 @@ def create_app(services: Services) -> Litestar:
             create_static_files_router(DOCS_ASSETS, [_SWAGGER_UI], include_in_schema=False,
                                        cache_control=None, send_as_attachment=False),
         ],
-        middleware=[request_middleware(metrics, services.jobs.executor)],
+        middleware=[request_middleware(metrics, access, services.jobs.executor)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,
         request_max_body_size=services.settings.max_body_bytes,
-        state=State({"services": services, "metrics": metrics}),
+        state=State({"services": services, "metrics": metrics, "access": access}),
         logging_config=None,
         debug=False,
     )

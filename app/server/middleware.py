@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.engine.executor import Executor
 from app.server.access import authorize
+from app.server.logs import AccessLog
 from app.server.metrics import Metrics
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -31,10 +32,11 @@ def _given_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def request_middleware(metrics: Metrics, executor: Executor) -> Callable[[ASGIApp], ASGIApp]:
+def request_middleware(metrics: Metrics, access: AccessLog, executor: Executor) -> Callable[[ASGIApp], ASGIApp]:
     prefix = secrets.token_hex(4)
     numbers = itertools.count(1)
     observe = metrics.observe
+    record = access.record
     request_started = executor.request_started
     clock = time.perf_counter
 
@@ -61,7 +63,9 @@ def request_middleware(metrics: Metrics, executor: Executor) -> Callable[[ASGIAp
             state["actor"] = await authorize(scope, scope["route_handler"], request_id)  # type: ignore[arg-type]
             await app(scope, receive, send_with_id)
             if status:  # an error answered by the exception handlers was counted there
-                observe(scope["method"], scope["path_template"], status, clock() - started)
+                elapsed = clock() - started
+                observe(scope["method"], scope["path_template"], status, elapsed)
+                record(scope["method"], scope["path_template"], status, elapsed, request_id)
 
         return middleware
 

@@ -23,6 +23,7 @@ from app.config import Settings
 from app.errors import ConfigError, StartupError
 from app.server.app import create_app
 from app.server.errors import drain_audit
+from app.server.logs import configure as configure_logging
 from app.services import build_services
 from app.store.migrate import prepare
 
@@ -56,8 +57,9 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
     try:
         services = await build_services(settings, db)
         await services.start()
+        app = create_app(services)
         server = Server(
-            create_app(services),
+            app,
             address=settings.host,
             port=settings.port,
             interface=Interfaces.ASGINL,
@@ -79,6 +81,7 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
         if ready is not None:
             ready.set()
         await server.serve()
+        app.state.access.flush()
         log.info("Flowmill stopped")
     finally:
         if services is not None:
@@ -89,10 +92,7 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None) ->
 
 def serve(settings: Settings) -> int:
     """Run the server; the process's exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("_granian").setLevel(logging.ERROR)
-    logging.getLogger("granian").setLevel(logging.ERROR)
-    logging.getLogger("piccolo").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_json)
     try:
         # uvloop: the same asyncio, with the loop and its thread wake-ups in C. Measured on 2 cores:
         # async route ingest at 32 connections +20-40% requests/s against the stock loop.
