@@ -13,6 +13,8 @@ from app.config import Settings, load_settings
 from app.errors import FlowmillError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from app.client import Client
 
 
@@ -56,7 +58,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     from app.services.actor import Actor
     from app.store.migrate import prepare
 
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"password for {args.username}: ")
+    password = _password(args.password_stdin, f"password for {args.username}: ")
 
     async def run() -> dict[str, object]:
         settings = _settings(args)
@@ -74,12 +76,107 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password(from_stdin: bool, prompt: str) -> str:
+    """The password from standard input's first line (`--password-stdin`: scripts, CI), else
+    asked on the terminal; refused when there is neither."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask the password on: pass --password-stdin and send it on standard input")
+    return getpass.getpass(prompt)
+
+
+class UsageError(FlowmillError):
+    """The command was called in a way it cannot work."""
+
+
 def _client(args: argparse.Namespace) -> Client:
     from app.client import Client
     from app.config import load_remote
 
-    remote = load_remote(url=args.url, token=args.token, workspace=args.workspace)
+    remote = load_remote(url=getattr(args, "url", None), token=getattr(args, "token", None),
+                         workspace=getattr(args, "workspace", None), profile=getattr(args, "profile", None))
     return Client(remote)
+
+
+def _progress() -> Progress:
+    """A progress display on a terminal; on anything else it shows nothing (the lines said
+    beside it are the plain record)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, disable=not console.is_terminal, transient=True)
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    """Log in to a server and keep a token for it in a profile (0600)."""
+    import socket
+
+    import httpx
+
+    from app.config import config_dir
+    from app.profiles import DEFAULT, Profile, Profiles
+
+    url = (args.server or getattr(args, "url", None) or "http://127.0.0.1:8080").rstrip("/")
+    name = getattr(args, "profile", None) or DEFAULT
+    workspace = getattr(args, "workspace", None) or "main"
+    given = getattr(args, "token", None)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            if given:
+                token = given
+            else:
+                username = args.username or _ask("username: ")
+                password = _password(args.password_stdin, f"password for {username} at {url}: ")
+                login = http.post("/auth/login", json={"username": username, "password": password})
+                if login.status_code != 200:
+                    raise UsageError(f"login refused: {_message(login)}")
+                session = login.json()["token"]
+                # A token of its own for this machine, revocable by itself (GET/DELETE /api/v1/tokens):
+                # the session's expires within hours.
+                made = http.post("/api/v1/tokens", json={"label": f"flowmill login on {socket.gethostname()}"[:200]},
+                                 headers={"Authorization": f"Bearer {session}"})
+                if made.status_code != 201:
+                    raise UsageError(f"could not create a token: {_message(made)}")
+                token = made.json()["token"]
+            who = http.get("/api/users/whoami", headers={"Authorization": f"Bearer {token}"})
+            if who.status_code != 200:
+                raise UsageError(f"the server refused the token: {_message(who)}")
+    except httpx.HTTPError as error:
+        raise UsageError(f"cannot reach Flowmill at {url}: {error}") from None
+    username = who.json()["username"]
+    profiles = Profiles(config_dir())
+    profiles.save(Profile(name, url, token, workspace, username))
+    print(f"logged in to {url} as {username} (profile {name}, kept in {profiles.file})", file=sys.stderr)
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    """Forget a profile's token (it stays valid on the server until revoked there)."""
+    from app.config import config_dir
+    from app.profiles import Profiles
+
+    profiles = Profiles(config_dir())
+    name = getattr(args, "profile", None)
+    if not profiles.remove(name):
+        raise UsageError(f"no profile {name or profiles.current()!r}")
+    print(f"logged out (profile {name or 'current'} forgotten)", file=sys.stderr)
+    return 0
+
+
+def _ask(prompt: str) -> str:
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask on: pass --username (and --password-stdin), or --token")
+    return input(prompt).strip()
+
+
+def _message(response: object) -> str:
+    try:
+        return str(response.json()["error"]["message"])  # type: ignore[attr-defined]
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code} {response.text[:200]}"  # type: ignore[attr-defined]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -112,9 +209,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from app import scriptfiles
 
     root = Path(args.folder)
-    with _client(args) as client:
+    with _client(args) as client, _progress() as progress:
         move = scriptfiles.push if args.direction == "push" else scriptfiles.pull
-        counts = move(client, root, dry_run=args.dry_run)
+        counts = move(client, root, dry_run=args.dry_run, progress=progress)
     verb = "would change" if args.dry_run else "changed"
     print(f"{counts['new']} new, {counts['changed']} {verb}, {counts['unchanged']} unchanged", file=sys.stderr)
     return 0
@@ -126,9 +223,13 @@ def cmd_generate_metadata(args: argparse.Namespace) -> int:
 
     from app.scriptfiles import generate_metadata
 
-    count = generate_metadata(Path(args.folder))
-    print(f"wrote metadata for {count} script(s)", file=sys.stderr)
-    return 0
+    with _progress() as progress:
+        report = generate_metadata(Path(args.folder), progress=progress)
+    for failure in report.failed:
+        print(failure, file=sys.stderr)
+    failed = f", {len(report.failed)} failed" if report.failed else ""
+    print(f"wrote metadata for {report.done} script(s){failed}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def cmd_resource_types(args: argparse.Namespace) -> int:
@@ -144,10 +245,21 @@ def cmd_resource_types(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remote_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="the server (FLOWMILL_URL, default http://127.0.0.1:8080)")
-    parser.add_argument("--token", help="an API token or session token (FLOWMILL_TOKEN)")
-    parser.add_argument("--workspace", help="workspace (FLOWMILL_WORKSPACE, default main)")
+def _remote_flags(parser: argparse.ArgumentParser, server: str, workspace: str) -> None:
+    """--url, --token, --profile, --workspace, said for this command (`server` and `workspace`
+    are what they mean here). They are taken before the command as well as after it, so they
+    default to nothing (SUPPRESS) and are read with getattr: a default here would overwrite one
+    given before the command."""
+    quiet = argparse.SUPPRESS
+    parser.add_argument("--url", default=quiet,
+                        help=f"{server} (FLOWMILL_URL, else the profile's, else http://127.0.0.1:8080)")
+    parser.add_argument("--token", default=quiet,
+                        help="the API token to act with (FLOWMILL_TOKEN, else the profile's)")
+    parser.add_argument("--profile", default=quiet,
+                        help="the login profile to take the server and token from (FLOWMILL_PROFILE, else the one "
+                             "`flowmill login` saved last)")
+    parser.add_argument("--workspace", default=quiet,
+                        help=f"{workspace} (FLOWMILL_WORKSPACE, else the profile's, else main)")
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -156,51 +268,102 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="flowmill", description="A self-hosted automation engine in one process.")
-    commands = root.add_subparsers(dest="command")
+    root = argparse.ArgumentParser(
+        prog="flowmill", description="A self-hosted automation engine in one process.",
+        epilog="With no command, flowmill starts the server on its defaults, as `flowmill serve` does. "
+               "Options may come before or after a command's arguments.",
+    )
+    _remote_flags(root, "the server to talk to", "the workspace to act in")
+    commands = root.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the server")
+    serve = commands.add_parser("serve", help="run the server (what `flowmill` alone does)",
+                                description="Run the HTTP server, the executor and the schedules in this process.")
     _server_flags(serve)
     serve.set_defaults(run=cmd_serve)
 
-    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date",
+                                  description="Bring the database schema up to date, as `serve` does at start.")
     _server_flags(migrate)
     migrate.set_defaults(run=cmd_migrate)
 
+    login = commands.add_parser("login", help="log in to a server and keep a token for it",
+                                description="Log in with a username and password (or check a token you give) and "
+                                            "keep an API token for the server in a profile, readable only by you.")
+    login.add_argument("server", nargs="?", metavar="URL", help="the server (default http://127.0.0.1:8080)")
+    login.add_argument("--username", help="who to log in as (asked on the terminal if left out)")
+    login.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input instead of asking for it")
+    _remote_flags(login, "the server, when URL is not given", "the workspace the profile acts in")
+    login.set_defaults(run=cmd_login)
+
+    logout = commands.add_parser("logout", help="forget a profile's token",
+                                 description="Forget the token of a profile (the current one by default).")
+    logout.add_argument("--profile", default=argparse.SUPPRESS, help="the profile to forget (default: the current one)")
+    logout.set_defaults(run=cmd_logout)
+
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
-    create = user.add_parser("create", help="create a user (the first becomes instance admin)")
-    create.add_argument("username")
-    create.add_argument("--role", default=None, help="role in workspace main (viewer, executor, editor, admin)")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create = user.add_parser("create", help="create a user (the first becomes instance admin)",
+                             description="Create a user directly in the database of this machine's server "
+                                         "(the first user becomes the instance admin).")
+    create.add_argument("username", help="the new user's name")
+    create.add_argument("--role", default=None, help="the user's role in workspace main: viewer (default), executor, editor or admin")
+    create.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input (no terminal needed)")
     _server_flags(create)
     create.set_defaults(run=cmd_user_create)
 
-    run = commands.add_parser("run", help="run a script on the server and print its logs and result")
+    run = commands.add_parser("run", help="run a script on the server and print its logs and result",
+                              description="Run a script, printing its log lines on stderr as they come and its "
+                                          "result as JSON on stdout; exit 1 if the run does not succeed.")
     run.add_argument("path", help="the script's path, e.g. f/demo/hello")
-    run.add_argument("--arg", action="append", default=[], metavar="K=V", help="an argument (V read as JSON if it is JSON)")
-    _remote_flags(run)
+    run.add_argument("--arg", action="append", default=[], metavar="K=V",
+                     help="an argument of main (repeatable); V is read as JSON when it is JSON, else as text")
+    _remote_flags(run, "the server that runs the script", "the workspace that holds the script")
     run.set_defaults(run=cmd_run)
 
-    sync = commands.add_parser("sync", help="move a folder of scripts to or from a server")
-    sync.add_argument("direction", choices=["push", "pull"])
+    sync = commands.add_parser("sync", help="move a folder of scripts to or from a server",
+                               description="push: save the folder's new and changed scripts on the server. "
+                                           "pull: write the server's scripts, with their .script.yaml and .lock, "
+                                           "into the folder.")
+    sync.add_argument("direction", choices=["push", "pull"], help="push (folder -> server) or pull (server -> folder)")
     sync.add_argument("folder", nargs="?", default=".", help="the folder holding f/ and u/ (default: here)")
-    sync.add_argument("--dry-run", action="store_true", help="only show what would change")
-    _remote_flags(sync)
+    sync.add_argument("--dry-run", action="store_true", help="only say what would change; change nothing")
+    _remote_flags(sync, "the server to push to or pull from", "the workspace whose scripts are synced")
     sync.set_defaults(run=cmd_sync)
 
-    metadata = commands.add_parser("generate-metadata", help="write .script.yaml and .lock beside each script")
-    metadata.add_argument("folder", nargs="?", default=".")
+    metadata = commands.add_parser("generate-metadata", help="write .script.yaml and .lock beside each script",
+                                   description="Write <name>.script.yaml (the schema inferred from main) and "
+                                               "<name>.lock (pinned requirements) beside every script of a folder. "
+                                               "Scripts that do not compile are named with their line; the others "
+                                               "are still done, and the exit status is 1.")
+    metadata.add_argument("folder", nargs="?", default=".", help="the folder holding f/ and u/ (default: here)")
     metadata.set_defaults(run=cmd_generate_metadata)
 
     resource_type = commands.add_parser("resource-type", help="resource types").add_subparsers(dest="rt_command", required=True)
-    rt_list = resource_type.add_parser("list", help="list resource types")
-    rt_list.add_argument("--schema", action="store_true", help="print each type's JSON schema")
-    _remote_flags(rt_list)
+    rt_list = resource_type.add_parser("list", help="list resource types",
+                                       description="List the resource types the server knows: built-in and the workspace's own.")
+    rt_list.add_argument("--schema", action="store_true", help="print each type's JSON schema as well")
+    _remote_flags(rt_list, "the server to ask", "the workspace whose own types are listed too")
     rt_list.set_defaults(run=cmd_resource_types)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=cmd_version)
+    root.commands = {"sync": sync, "generate-metadata": metadata, "login": login, "run": run}  # type: ignore[attr-defined]
     return root
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The arguments, options before or after a command's positional arguments: argparse alone
+    takes `sync push --dry-run FOLDER` as FOLDER left out, then refuses FOLDER."""
+    root = parser()
+    args, extras = root.parse_known_args(argv)
+    command = getattr(root, "commands", {}).get(args.command)
+    if not extras or command is None or args.command not in argv:
+        return root.parse_args(argv)  # as it was, or argparse's own error
+    start = argv.index(args.command) + 1
+    for key, value in vars(command.parse_intermixed_args(argv[start:])).items():
+        setattr(args, key, value)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.runtimes.python.child import main as forkserver
 
         return forkserver(argv[1:])
-    args = parser().parse_args(argv)
+    args = parse(argv)
     if args.command is None:  # `flowmill` alone starts the server
         args = parser().parse_args(["serve"])
     try:

@@ -21,6 +21,7 @@ class Remote:
     url: str
     token: str | None
     workspace: str = "main"
+    profile: str | None = None  # the login profile the token came from, if any
 
     @property
     def api(self) -> str:
@@ -47,21 +48,31 @@ class Client:
         except httpx.HTTPError as error:
             raise ApiError(f"cannot reach Flowmill at {self.remote.url}: {error}") from None
         if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:500]
-            raise ApiError(f"{method} {path}: {response.status_code} {message}")
+            raise self._refusal(method, path, response)
         if not response.content:
             return None
         return response.json() if "json" in response.headers.get("content-type", "") else response.text
+
+    def _refusal(self, method: str, path: str, response: httpx.Response) -> ApiError:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:500]
+        if response.status_code == 401:
+            if self.remote.token:
+                how = f"the token{f' of profile {self.remote.profile}' if self.remote.profile else ''} was refused"
+            else:
+                how = "no token was given"
+            message += (f" ({how}: log in with `flowmill login {self.remote.url}`, or pass --token or set "
+                        "FLOWMILL_TOKEN)")
+        return ApiError(f"{method} {path}: {response.status_code} {message}")
 
     def events(self, path: str) -> Iterator[tuple[str, str]]:
         """(event, data) pairs of a text/event-stream answer."""
         with self.http.stream("GET", path, timeout=None) as response:
             if response.status_code >= 400:
                 response.read()
-                raise ApiError(f"GET {path}: {response.status_code} {response.text[:500]}")
+                raise self._refusal("GET", path, response)
             event, data = "message", []
             for line in response.iter_lines():
                 if not line:

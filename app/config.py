@@ -13,7 +13,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from platformdirs import user_data_dir
+from platformdirs import user_config_dir, user_data_dir
 
 from app.errors import ConfigError
 
@@ -42,6 +42,9 @@ class Settings:
     job_memory_limit_mb: int | None = 2048  # address-space limit of a script's process
     body_timeout_s: int = 30  # a request's whole body must arrive within this (else 408)
     shutdown_timeout_s: int = 10  # a stop that takes longer is forced (exit code 1)
+    log_level: str = "info"  # debug, info, warning, error
+    log_json: bool = False  # one JSON object a line instead of text
+    access_log: bool = True  # a line for every answered request (at info)
 
     @property
     def is_sqlite(self) -> bool:
@@ -108,6 +111,12 @@ def load_settings(
     if synchronous not in {"FULL", "NORMAL"}:
         raise ConfigError("FLOWMILL_SQLITE_SYNCHRONOUS must be FULL or NORMAL")
     cores = os.cpu_count() or 1
+    log_level = env.get("FLOWMILL_LOG_LEVEL", "info").strip().lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"FLOWMILL_LOG_LEVEL must be debug, info, warning or error, not {log_level!r}")
+    log_format = env.get("FLOWMILL_LOG_FORMAT", "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"FLOWMILL_LOG_FORMAT must be text or json, not {log_format!r}")
     return Settings(
         host=host,
         port=int(port),  # type: ignore[arg-type]
@@ -121,6 +130,9 @@ def load_settings(
         job_memory_limit_mb=_int(env.get("FLOWMILL_JOB_MEMORY_MB", "2048"), "FLOWMILL_JOB_MEMORY_MB", 0, 10**7) or None,
         body_timeout_s=_int(env.get("FLOWMILL_BODY_TIMEOUT_S", "30"), "FLOWMILL_BODY_TIMEOUT_S", 1, 3600),
         shutdown_timeout_s=_int(env.get("FLOWMILL_SHUTDOWN_TIMEOUT_S", "10"), "FLOWMILL_SHUTDOWN_TIMEOUT_S", 1, 3600),
+        log_level=log_level,
+        log_json=log_format == "json",
+        access_log=_flag(env.get("FLOWMILL_ACCESS_LOG", "on"), "FLOWMILL_ACCESS_LOG") and log_level in ("debug", "info"),
     )
 
 
@@ -129,14 +141,27 @@ def replace(settings: Settings, **changes: object) -> Settings:
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
 
 
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the command line keeps its profiles (FLOWMILL_CONFIG_DIR, else the OS config dir)."""
+    env = os.environ if env is None else env
+    return Path(env.get("FLOWMILL_CONFIG_DIR") or user_config_dir("flowmill"))
+
+
 def load_remote(env: Mapping[str, str] | None = None, **overrides: str | None) -> Remote:
-    """Where the command line finds the server: flags, then FLOWMILL_URL / _TOKEN / _WORKSPACE."""
+    """Where the command line finds the server: flags, then FLOWMILL_URL / _TOKEN / _WORKSPACE,
+    then the profile (`--profile`, FLOWMILL_PROFILE or the one `flowmill login` made current)."""
     from app.client import Remote
+    from app.profiles import Profiles
 
     env = os.environ if env is None else env
+    name = overrides.get("profile") or env.get("FLOWMILL_PROFILE")
+    profile = Profiles(config_dir(env)).get(name)
+    if name and profile is None:
+        raise ConfigError(f"no profile {name!r}: log in with `flowmill login --profile {name} URL`")
     port = env.get("FLOWMILL_PORT", "8080")
     return Remote(
-        url=overrides.get("url") or env.get("FLOWMILL_URL") or f"http://127.0.0.1:{port}",
-        token=overrides.get("token") or env.get("FLOWMILL_TOKEN"),
-        workspace=overrides.get("workspace") or env.get("FLOWMILL_WORKSPACE") or "main",
+        url=overrides.get("url") or env.get("FLOWMILL_URL") or (profile.url if profile else "") or f"http://127.0.0.1:{port}",
+        token=overrides.get("token") or env.get("FLOWMILL_TOKEN") or (profile.token if profile else None),
+        workspace=overrides.get("workspace") or env.get("FLOWMILL_WORKSPACE") or (profile.workspace if profile else "main"),
+        profile=profile.name if profile else None,
     )

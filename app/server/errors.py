@@ -45,10 +45,10 @@ def _answer(request: Request, status: int, code: str, message: str, details: Any
     request_id = state.setdefault("request_id", secrets.token_hex(8))
     state["answered"] = True  # counted and tagged here: the middleware must not do it again
     started = state.get("started")
-    request.app.state.metrics.observe(
-        request.method, request.scope.get("path_template") or "<unmatched>", status,
-        time.perf_counter() - started if started else 0.0,
-    )
+    route = request.scope.get("path_template") or "<unmatched>"
+    elapsed = time.perf_counter() - started if started else 0.0
+    request.app.state.metrics.observe(request.method, route, status, elapsed)
+    request.app.state.access.record(request.method, route, status, elapsed, request_id)
     return envelope(status, code, message, details, {**(headers or {}), "x-request-id": request_id})
 
 

@@ -25,6 +25,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.engine.executor import Executor
 from app.errors import RequestTimeout
 from app.server.access import authorize
+from app.server.logs import AccessLog
 from app.server.metrics import Metrics
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -93,11 +94,14 @@ class BodyDeadlines:
                     task.cancel()
 
 
-def request_middleware(metrics: Metrics, executor: Executor, body_timeout_s: float) -> Callable[[ASGIApp], ASGIApp]:
+def request_middleware(
+    metrics: Metrics, access: AccessLog, executor: Executor, body_timeout_s: float
+) -> Callable[[ASGIApp], ASGIApp]:
     prefix = secrets.token_hex(4)
     deadlines = BodyDeadlines(body_timeout_s)
     numbers = itertools.count(1)
     observe = metrics.observe
+    record = access.record
     request_started = executor.request_started
     clock = time.perf_counter
 
@@ -125,7 +129,9 @@ def request_middleware(metrics: Metrics, executor: Executor, body_timeout_s: flo
             state["actor"] = await authorize(scope, scope["route_handler"], request_id)  # type: ignore[arg-type]
             await app(scope, deadlines.receive(receive, deadline), send_with_id)
             if status:  # an error answered by the exception handlers was counted there
-                observe(scope["method"], scope["path_template"], status, clock() - started)
+                elapsed = clock() - started
+                observe(scope["method"], scope["path_template"], status, elapsed)
+                record(scope["method"], scope["path_template"], status, elapsed, request_id)
 
         return middleware
 

@@ -29,6 +29,7 @@ from app.config import Settings
 from app.errors import ConfigError, StartupError
 from app.server.app import create_app
 from app.server.errors import drain_audit
+from app.server.logs import configure as configure_logging
 from app.services import build_services
 from app.store.migrate import prepare
 
@@ -95,8 +96,9 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None,
     try:
         services = await build_services(settings, db)
         await services.start()
+        app = create_app(services)
         server = Server(
-            create_app(services),
+            app,
             address=settings.host,
             port=settings.port,
             interface=Interfaces.ASGINL,
@@ -119,6 +121,7 @@ async def serve_async(settings: Settings, ready: asyncio.Event | None = None,
         if ready is not None:
             ready.set()
         await server.serve()
+        app.state.access.flush()
         log.info("Flowmill stopped")
     finally:
         # Each step is bounded; the deadline of `Shutdown` bounds them all together.
@@ -139,10 +142,7 @@ async def _bounded(step: Awaitable[None], timeout_s: float, what: str) -> None:
 
 def serve(settings: Settings) -> int:
     """Run the server; the process's exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("_granian").setLevel(logging.ERROR)
-    logging.getLogger("granian").setLevel(logging.ERROR)
-    logging.getLogger("piccolo").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_json)
     shutdown = Shutdown(settings.shutdown_timeout_s)
     try:
         # uvloop: the same asyncio, with the loop and its thread wake-ups in C. Measured on 2 cores:
