@@ -38,7 +38,7 @@ async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id
     if needed is None:
         return Actor(None, workspace, None, request_id=request_id, action=action)
     services = scope["litestar_app"].state.services
-    run_id = run_token_exp = None
+    run_id = run_token_exp = run_cap = None
     if not services.settings.auth:
         username, superadmin, role = "local", True, "admin"
     else:
@@ -47,10 +47,10 @@ async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id
             if needed == OPTIONAL:
                 return Actor(None, workspace, None, request_id=request_id, action=action)
             raise Unauthorized("this needs a token: Authorization: Bearer <token>")
-        username, superadmin, role, run_id, run_token_exp = await services.accounts.authenticate(token, workspace)
+        username, superadmin, role, run_id, run_token_exp, run_cap = await services.accounts.authenticate(token, workspace)
         if superadmin:
             role = "admin"
-    actor = Actor(username, workspace, role, superadmin, request_id, action, run_id, run_token_exp)
+    actor = Actor(username, workspace, role, superadmin, request_id, action, run_id, run_token_exp, run_cap)
     scope["state"]["actor"] = actor  # known even when refused below, for the audit entry
     if superadmin and workspace != DEFAULT_WORKSPACE and not await services.accounts.workspace_exists(workspace):
         raise NotFound(f"no workspace {workspace}")

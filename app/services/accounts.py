@@ -18,7 +18,7 @@ from app.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, U
 from app.security.passwords import DUMMY_HASH, hash_password, verify_password
 from app.security.tokens import JwtCodec, new_api_token, secret_matches, split_api_token
 from app.services import audit
-from app.services.actor import ROLES, Actor, at_least, now_ms, refuse_run_token
+from app.services.actor import ROLES, Actor, at_least, lowest, now_ms, refuse_run_token
 from app.store.base import Database, Statement, UniqueViolation
 
 DEFAULT_WORKSPACE = "main"
@@ -50,6 +50,7 @@ class Caller(NamedTuple):
     role: str | None  # None: not a member
     run_id: str | None = None  # a run's token (WM_TOKEN): the run
     expires: int | None = None  # a run's token: when it expires (epoch seconds)
+    cap: str | None = None  # a run's token: the most it may hold (carried into tokens it mints)
 
 
 def check_role(role: str) -> str:
@@ -225,8 +226,13 @@ class Accounts:
             raise Unauthorized("the token's user no longer exists")
         exp = int(claims["exp"])  # type: ignore[call-overload]
         if job is not None:
+            # A run's token holds at most the role its run was given (`cap`, see Jobs.run_script).
+            role, superadmin = ("admin" if row["is_superadmin"] else row["role"]), bool(row["is_superadmin"])
+            cap = claims.get("cap")
+            if role is not None and isinstance(cap, str) and cap in ROLES and lowest(role, cap) != role:
+                role, superadmin = lowest(role, cap), False
             # A run's token is never reused from the cache: it must die with its run.
-            return Caller(username, bool(row["is_superadmin"]), row["role"], str(job), exp), None
+            return Caller(username, superadmin, role, str(job), exp, cap if isinstance(cap, str) else None), None
         return Caller(username, bool(row["is_superadmin"]), row["role"]), float(exp)
 
     async def role_in(self, username: str, workspace: str) -> str | None:
@@ -280,7 +286,8 @@ class Accounts:
         created = now_ms()
         expires = actor.run_token_exp if expires_at_ms is None else min(actor.run_token_exp, expires_at_ms // 1000)
         ttl = max(1, expires - created // 1000)
-        token, exp = self.jwt.issue(actor.username, ttl_s=ttl, job=actor.run_id)
+        capped = {"cap": actor.run_cap} if actor.run_cap else {}
+        token, exp = self.jwt.issue(actor.username, ttl_s=ttl, job=actor.run_id, **capped)
         # Not stored: it dies with the run, which no revocation could do sooner.
         return {"id": f"run:{actor.run_id}", "label": label, "token": token, "created_at": created, "expires_at": exp * 1000}
 

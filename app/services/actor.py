@@ -11,6 +11,11 @@ ROLES = ("viewer", "executor", "editor", "admin")
 RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 
+def lowest(role: str, other: str) -> str:
+    """The lower of two roles."""
+    return role if RANK[role] <= RANK[other] else other
+
+
 def at_least(role: str | None, needed: str) -> bool:
     """True when `role` is `needed` or above it in viewer < executor < editor < admin."""
     return role is not None and RANK[role] >= RANK[needed]
@@ -29,6 +34,7 @@ class Actor:
     # run lives, and cannot make anything that would outlive it (tokens, users, members).
     run_id: str | None = None
     run_token_exp: int | None = None
+    run_cap: str | None = None  # a run's token: the most it may hold
 
 
 def refuse_run_token(actor: Actor, what: str) -> None:

@@ -39,7 +39,7 @@ from app.ids import random_uuid
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
 from app.security.tokens import JwtCodec
 from app.services.accounts import Accounts
-from app.services.actor import Actor
+from app.services.actor import Actor, lowest
 from app.services.resources import Resources, UnreadableReference, may_hold_references
 from app.services.scripts import Scripts, ScriptSettings
 from app.store.base import Database, Row, Statement
@@ -115,11 +115,14 @@ class RunInput:
     content: str
     settings: ScriptSettings
     lock: str | None
+    author: str  # who saved the script version: a run never holds more than they do
+    cap: str | None = None  # the most it may hold, when a capped run started it
 
     @classmethod
     def of_row(cls, row: Row) -> RunInput:
         return cls(row["args"], row["event"], row["created_by"], bool(row["resolve_refs"]), row["root_job"],
-                   row["parent_job"], row["hash"], row["path"], row["content"], _settings_of(row), row["lock"])
+                   row["parent_job"], row["hash"], row["path"], row["content"], _settings_of(row), row["lock"],
+                   row["author"], row["role_cap"])
 
 
 def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings, attempt: int = 1, claimed: bool = False) -> QueuedJob:
@@ -278,14 +281,14 @@ class Jobs:
         identity, and their `$var:`/`$res:`/`$cred:` strings are resolved when it runs."""
         now = now_ms()
         return Statement(
-            f"INSERT INTO job ({_JOB_COLUMNS}, worker, event, resolve_refs) VALUES "
+            f"INSERT INTO job ({_JOB_COLUMNS}, worker, event, resolve_refs, role_cap) VALUES "
             "($1, $2, 'script', $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, $16, 1, NULL, $17, "
-            "$18, $19) ON CONFLICT (id) DO NOTHING",
+            "$18, $19, $20) ON CONFLICT (id) DO NOTHING",
             (job_id, actor.workspace, version["path"], version["hash"], args_text, status, trigger.kind, trigger.detail,
              actor.request_id, parent, root or parent, actor.username or "", now, scheduled_for,
              now if status == "RUNNING" else None, version["settings"].priority,
              self.executor.worker_id if status == "RUNNING" else "", _event_text(version, event),
-             int(refs and may_hold_references(args_text))),
+             int(refs and may_hold_references(args_text)), actor.run_cap),
         )
 
     async def enqueue(
@@ -334,7 +337,8 @@ class Jobs:
         job = queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True)
         # What the INSERT wrote, handed to the run rather than read back.
         job.context = RunInput(args_text, _event_text(version, event), actor.username or "", refs, parent, parent,
-                               version["hash"], version["path"], version["content"], version["settings"], version["lock"])
+                               version["hash"], version["path"], version["content"], version["settings"], version["lock"],
+                               version["created_by"], actor.run_cap)
         self.executor.submit(job)
         try:
             outcome = await asyncio.shield(done)
@@ -472,6 +476,12 @@ class Jobs:
             return Outcome("FAILED", error={"name": "NotAMember", "message": (
                 f"this run acts as {run.created_by or 'nobody'}, who is not a member of workspace {job.workspace}"
             )})
+        if run.author != run.created_by:
+            # An editor who changes the script behind an admin's route must not borrow the admin's
+            # role: the run holds no more than the script's author holds (nobody's: a viewer's).
+            role = lowest(role, await self.role_of(run.author, job.workspace) or "viewer")
+        if run.cap is not None:
+            role = lowest(role, run.cap)
         cached = await self._cached(run, sink)
         if cached is not None:
             return cached
@@ -488,7 +498,7 @@ class Jobs:
             return Outcome("FAILED", error={"name": "DependencyInstallError", "message": error.message})
         forkserver, code = self._prepare(run.hash, run.path, run.content)
         child = ChildJob(
-            source=run.content, path=run.path, args=args, env=self._env(job, run),
+            source=run.content, path=run.path, args=args, env=self._env(job, run, role),
             sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
             memory_limit_mb=self.settings.job_memory_limit_mb,
             preprocessor_event=_decode(run.event), code=code,
@@ -528,7 +538,7 @@ class Jobs:
     async def _read_input(self, job_id: str) -> RunInput | None:
         row = await self.db.fetchrow(
             "SELECT j.args, j.event, j.created_by, j.resolve_refs, j.root_job, j.parent_job, v.hash, v.path, v.content, "
-            "v.settings, v.lock "
+            "v.settings, v.lock, v.created_by AS author, j.role_cap "
             "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
             job_id,
         )
@@ -566,11 +576,12 @@ class Jobs:
         await self.scripts.remember_lock(run.hash, environment.lock)
         return environment.path
 
-    def _env(self, job: QueuedJob, run: RunInput) -> dict[str, str]:
-        """The WM_* environment Windmill scripts (and the wmill client) expect."""
+    def _env(self, job: QueuedJob, run: RunInput, role: str) -> dict[str, str]:
+        """The WM_* environment Windmill scripts (and the wmill client) expect; the token acts
+        as the run's identity with at most `role`."""
         username = run.created_by or "anonymous"
         ttl = int((job.timeout_s or self.settings.token_ttl_s) + 300)
-        token, _ = self.jwt.issue(username, ttl_s=ttl, job=job.id)
+        token, _ = self.jwt.issue(username, ttl_s=ttl, job=job.id, cap=role)
         env = {
             "WM_BASE_URL": self.settings.internal_url, "BASE_INTERNAL_URL": self.settings.internal_url,
             "WM_TOKEN": token, "WM_WORKSPACE": job.workspace, "WM_JOB_ID": job.id, "WM_JOB_PATH": run.path,

@@ -144,6 +144,8 @@ class Job(Table, tablename="job"):
     # 1 when `args` were written by the run's identity (an API caller, a schedule's editor):
     # only then are `$var:`/`$res:`/`$cred:` strings in them references; otherwise they are data.
     resolve_refs = Integer(default=0)
+    # The most the run may hold: set when a run whose role was capped started it (see Jobs.run_script).
+    role_cap = Varchar(length=16, null=True, default=None)
 
 
 class JobLog(Table, tablename="job_log"):

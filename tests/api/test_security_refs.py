@@ -473,3 +473,39 @@ def test_triggers_made_before_run_as_existed_run_as_their_creator(fresh_server: 
         fired = httpx.post(f"{fresh_server.url}/api/v1/webhook/old-hook", json={"n": 1})
         job = wait_job(admin, fired.json()["jobId"])
         assert job["status"] == "SUCCESS" and job["createdBy"] == "admin"
+
+
+# An admin-only call from inside a run: resource types are created by admins.
+ADMIN_CALL = '''
+import os
+import httpx
+
+def main():
+    with httpx.Client(base_url=os.environ["WM_BASE_URL"], headers={"Authorization": "Bearer " + os.environ["WM_TOKEN"]}) as api:
+        made = api.post("/api/v1/resource_types", json={"name": "t_%s", "schema": {"type": "object"}})
+    return {"status": made.status_code, "role": __import__("wmill").whoami()["role"]}
+'''
+
+
+def test_an_editor_changing_the_script_behind_an_admins_route_gets_no_admin_role(server: FlowmillServer, api: httpx.Client) -> None:
+    assert api.post("/api/v1/scripts", json={"path": "f/sec/tool", "content": ADMIN_CALL % "by_admin"}).status_code in (200, 201)
+    route(api, "admin/tool", "f/sec/tool")
+    by_admin = httpx.post(f"{server.url}/api/r/admin/tool", json={})
+    assert by_admin.json() == {"status": 201, "role": "admin"}, by_admin.text  # the admin's own script may
+    editor_token = server.user("sec-script-editor", "editor")
+    with server.client(editor_token) as editor:
+        # The route still runs as the admin, who last changed it; the script is now the editor's.
+        assert editor.post("/api/v1/scripts", json={"path": "f/sec/tool", "content": ADMIN_CALL % "by_editor"}).status_code in (200, 201)
+        relay = "import wmill\ndef main():\n    return wmill.run_script_by_path('f/sec/admintool', args={})\n"
+        assert editor.post("/api/v1/scripts", json={"path": "f/sec/relay", "content": relay}).status_code in (200, 201)
+    answer = httpx.post(f"{server.url}/api/r/admin/tool", json={})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"status": 403, "role": "editor"}
+    # Nor through a script of the admin's that the editor's run starts: its runs hold no more.
+    assert api.post("/api/v1/scripts", json={"path": "f/sec/admintool", "content": ADMIN_CALL % "relayed"}).status_code in (200, 201)
+    route(api, "admin/relay", "f/sec/relay")
+    relayed = httpx.post(f"{server.url}/api/r/admin/relay", json={})
+    assert relayed.status_code == 200, relayed.text
+    assert relayed.json() == {"status": 403, "role": "editor"}
+    names = {t["name"] for t in api.get("/api/v1/resource_types").json()}
+    assert "t_by_admin" in names and "t_by_editor" not in names and "t_relayed" not in names
