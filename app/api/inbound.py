@@ -167,11 +167,15 @@ async def _authenticate(request: Request, services: Services, route: Route, raw:
             allowed = verdict is True or (isinstance(verdict, dict) and verdict.get("allow") is True)
             if not allowed:
                 raise Refused("the custom script said no")
-    except Refused:
+    except Refused as refusal:
+        # The reason's class for whoever debugs a sender (which header was missing, a mismatch, a
+        # timestamp skew); never a secret, and never to the caller, who gets a bare 401.
+        log.info("refused %s /api/r/%s (%s auth): %s", request.method, route.path, kind, refusal.reason)
         challenge = {"WWW-Authenticate": 'Basic realm="flowmill"'} if kind == "basic" else {}
         raise _refused(request, "route", headers=challenge) from None
     except FlowmillError as error:
         if isinstance(error, (Unauthorized, Forbidden)):
+            log.info("refused %s /api/r/%s (%s auth): %s", request.method, route.path, kind, error.message)
             request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="refused")
         raise
     return await _identity(services, route.run_as, route.workspace, request)
@@ -252,6 +256,7 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
     if webhook.secret is not None:
         given = headers.get(WEBHOOK_SECRET_HEADER) or request.query_params.get("secret") or ""
         if not hmac.compare_digest(given.encode(), webhook.secret.encode()):
+            log.info("refused POST /api/v1/webhook/%s: %s", webhook.id, "no X-Webhook-Secret" if not given else "secret mismatch")
             raise _refused(request, "webhook", "this webhook needs its secret in X-Webhook-Secret")
     raw = await read_body(request, services.settings.max_body_bytes)
     body = _body(raw, headers, raw_body=False)

@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import logging
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -60,6 +61,15 @@ class AccessLog:
         self._lines: list[tuple[float, str, str, int, float, str]] = []
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._thread = threading.get_ident()  # the event loop's: the only one that touches the buffer
+        # Lines logged on the loop come after the access lines buffered before them, in order.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self._before_record)
+
+    def _before_record(self, record: logging.LogRecord) -> bool:
+        if self._lines and threading.get_ident() == self._thread:
+            self.flush()
+        return True
 
     def record(self, method: str, route: str, status: int, seconds: float, request_id: str) -> None:
         """One answered request (on the event loop)."""

@@ -44,6 +44,7 @@ from app.services.resources import Resources, UnreadableReference, may_hold_refe
 from app.services.scripts import Scripts, ScriptSettings
 from app.store.base import Database, Row, Statement
 
+log = logging.getLogger("flowmill.jobs")
 MAX_ARGS_BYTES = 5 * 1024 * 1024
 POLL_S = 1.0
 MAX_PAGE = 200
@@ -205,7 +206,7 @@ class Jobs:
             try:
                 await self._pick_up_queued(limit=200)
             except Exception as error:  # keep polling through a passing database error
-                logging.getLogger("flowmill.jobs").warning("polling the queue failed: %s", error)
+                log.warning("polling the queue failed: %s", error)
 
     async def _recover(self) -> None:
         """RUNNING runs left by a dead process: queued again when their retries allow,
@@ -516,6 +517,7 @@ class Jobs:
             error = {"name": "Cancelled", "message": "cancelled while running"}  # the executor puts the reason
         elif outcome.status == "crashed":
             error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
+            log.warning("run %s of %s crashed: %s", job.id, run.path, outcome.exit_reason)
         return Outcome(status, error=error)
 
     async def role_of(self, username: str, workspace: str) -> str | None:

@@ -47,3 +47,28 @@ def test_json_log_and_level(backend: str) -> None:
         assert "FLOWMILL_LOG_LEVEL must be" in bad.output()
     finally:
         bad.close()
+
+
+def test_refusals_installs_and_crashes_are_logged(fresh_server: FlowmillServer) -> None:
+    server = fresh_server
+    server.start()
+    with server.client(server.admin_token()) as api:
+        api.post("/api/v1/scripts", json={"path": "f/log/echo", "content": "def main(**a):\n    return a\n"}).raise_for_status()
+        api.post("/api/v1/routes", json={"path": "log/gh", "method": "POST", "requestType": "sync",
+                                         "auth": {"kind": "hmac", "preset": "github", "secret": "gh-log-secret-1"},
+                                         "runnable": {"kind": "script", "path": "f/log/echo"}}).raise_for_status()
+        assert httpx.post(f"{server.url}/api/r/log/gh", json={}).status_code == 401
+        assert httpx.post(f"{server.url}/api/r/log/gh", json={},
+                          headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}).status_code == 401
+        api.post("/api/v1/scripts", json={"path": "f/log/crash", "content": "import os\ndef main():\n    os.abort()\n"}).raise_for_status()
+        assert api.post("/api/v1/jobs/run_wait_result/p/f/log/crash", json={}).status_code >= 400
+        deps = "import humanize\ndef main():\n    return humanize.intcomma(1234)\n"
+        api.post("/api/v1/scripts", json={"path": "f/log/deps", "content": deps}).raise_for_status()
+        assert api.post("/api/v1/jobs/run_wait_result/p/f/log/deps", json={}, timeout=300).json() == "1,234"
+    log = wait_for(lambda: next((t for t in [server.output()] if "crashed" in t and "installed" in t), None), 10, "the lines")
+    assert "refused POST /api/r/log/gh (hmac auth): no x-hub-signature-256 header" in log
+    assert "refused POST /api/r/log/gh (hmac auth): signature or credentials do not match" in log
+    assert "gh-log-secret-1" not in log
+    assert "of f/log/crash crashed: killed by signal SIGABRT" in log
+    assert "installing 1 package(s)" in log and "humanize==" in log
+    assert "installed 1 package(s) into" in log and " s\n" in log

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,8 +28,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("flowmill.deps")
 
 # Import names whose distribution on PyPI is named otherwise. A dotted key wins over a
 # shorter one (`snowflake.snowpark` before `snowflake`).
@@ -243,6 +247,9 @@ def _install(lock: str, target: Path, python: str, timeout_s: float) -> None:
     if target.exists():  # a folder at the key without `site` is not an environment: clear it
         _discard(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    started = time.monotonic()
+    packages = [line for line in lock.splitlines() if line and not line.startswith("#")]
+    log.info("installing %d package(s) into %s: %s", len(packages), target, ", ".join(packages)[:500])
     try:
         lock_file = staging / "requirements.lock"
         lock_file.write_text(lock)
@@ -256,6 +263,10 @@ def _install(lock: str, target: Path, python: str, timeout_s: float) -> None:
             if not (target / "site").is_dir():
                 raise
             # Another process installed the same lock first: its folder is as good as ours.
+        log.info("installed %d package(s) into %s in %.1f s", len(packages), target, time.monotonic() - started)
+    except InstallError as error:
+        log.warning("installing into %s failed after %.1f s: %s", target, time.monotonic() - started, error.message[:500])
+        raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
