@@ -111,7 +111,7 @@ def test_all_methods_and_a_failed_run(api: httpx.Client) -> None:
     assert httpx.patch(f"{api.base_url}/api/r/shop/items/7", json={"p": 1}).json() == {"p": 1, "id": "7"}
     route(api, "shop/broken", "f/r/fails")
     failed = httpx.post(f"{api.base_url}/api/r/shop/broken", json={})
-    assert failed.status_code == 500 and failed.json()["error"]["details"]["status"] == "FAILED"
+    assert failed.status_code == 422 and failed.json()["error"]["details"]["status"] == "FAILED"
 
 
 def test_bad_requests(server: FlowmillServer, api: httpx.Client) -> None:

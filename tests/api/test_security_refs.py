@@ -336,7 +336,7 @@ def test_a_runs_role_is_looked_up_when_it_starts(server: FlowmillServer, api: ht
     assert as_viewer.json()["role"] == "viewer" and as_viewer.json()["me"] == "sec-demoted"
     assert as_viewer.json()["secret_read"].startswith("refused") and "403" in as_viewer.json()["secret_read"]
     gone = httpx.post(f"{server.url}/api/r/sec-removed/who", json={})
-    assert gone.status_code == 500
+    assert gone.status_code == 422
     error = gone.json()["error"]["details"]["error"]
     assert error["name"] == "NotAMember" and "sec-removed" in error["message"]
 

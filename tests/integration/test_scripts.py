@@ -75,7 +75,8 @@ def test_timeout_cancel_and_crashes(server: FlowmillServer, api: httpx.Client) -
     save(api, "f/limits/slow", "import time\ndef main():\n    time.sleep(60)\n", timeout=2)
     started = time.time()
     slow = api.post("/api/v1/jobs/run_wait_result/p/f/limits/slow", json={}, timeout=30)
-    assert slow.status_code == 500 and slow.json()["error"]["details"]["status"] == "TIMED_OUT"
+    assert slow.status_code == 422 and slow.json()["error"]["code"] == "run_timed_out"
+    assert slow.json()["error"]["details"]["status"] == "TIMED_OUT"
     assert time.time() - started < 4
 
     save(api, "f/limits/forever", "import time\ndef main():\n    while True:\n        time.sleep(0.01)\n")
@@ -94,7 +95,7 @@ def test_timeout_cancel_and_crashes(server: FlowmillServer, api: httpx.Client) -
                        "memory": "def main():\n    blocks = []\n    while True:\n        blocks.append(bytearray(50_000_000))\n"}.items():
         save(api, f"f/limits/{name}", body)
         job = api.post(f"/api/v1/jobs/run_wait_result/p/f/limits/{name}", json={}, timeout=60)
-        assert job.status_code == 500, name
+        assert job.status_code == 422, name
         assert job.json()["error"]["details"]["status"] == "FAILED", name
         assert api.get("/healthz").status_code == 200
     aborted = api.get("/api/v1/jobs", params={"path": "f/limits/abort"}).json()["items"][0]
@@ -135,7 +136,7 @@ def test_dependencies_install_once(server: FlowmillServer, api: httpx.Client) ->
     assert api.get("/api/v1/scripts/p/f/deps/human").json()["lock"].count("humanize==") == 1
     save(api, "f/deps/missing", "# requirements:\n# nonexistent-package-flowmill-xyz==1.0\ndef main():\n    return 1\n")
     failed = api.post("/api/v1/jobs/run_wait_result/p/f/deps/missing", json={}, timeout=120)
-    assert failed.status_code == 500 and "nonexistent-package-flowmill-xyz" in failed.json()["error"]["message"]
+    assert failed.status_code == 422 and "nonexistent-package-flowmill-xyz" in failed.json()["error"]["message"]
 
 
 def test_retries_cache_priority_and_concurrency(api: httpx.Client) -> None:
@@ -235,3 +236,43 @@ def test_scripts_of_the_standard_library_run_from_the_lean_fork_server(api: http
     save(api, "f/demo/full", "import sys\nimport wmill\n" + probe)
     assert api.post("/api/v1/jobs/run_wait_result/p/f/demo/lean", json={}).json() == []
     assert api.post("/api/v1/jobs/run_wait_result/p/f/demo/full", json={}).json() == ["asyncio", "httpx", "wmill"]
+
+
+def test_a_run_that_fails_is_a_422_with_its_id_and_error(server: FlowmillServer, api: httpx.Client) -> None:
+    import concurrent.futures
+
+    save(api, "f/ends/raises", "def main():\n    raise ValueError('bad input')\n")
+    save(api, "f/ends/slow", "import time\ndef main():\n    time.sleep(30)\n", timeout=1)
+    save(api, "f/ends/waits", "import time\ndef main():\n    time.sleep(30)\n")
+    save(api, "f/ends/fine", "def main():\n    return 1\n")
+    failed = api.post("/api/v1/jobs/run_wait_result/p/f/ends/raises", json={})
+    assert failed.status_code == 422
+    error = failed.json()["error"]
+    assert error["code"] == "run_failed" and error["details"]["jobId"] == failed.headers["x-job-id"]
+    assert error["details"]["error"]["name"] == "ValueError" and "bad input" in error["details"]["error"]["message"]
+    assert "Traceback" in error["details"]["error"]["traceback"] and "f/ends/raises.py" in error["details"]["error"]["traceback"]
+    timed_out = api.post("/api/v1/jobs/run_wait_result/p/f/ends/slow", json={}, timeout=20)
+    assert timed_out.status_code == 422 and timed_out.json()["error"]["code"] == "run_timed_out"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(api.post, "/api/v1/jobs/run_wait_result/p/f/ends/waits", json={}, timeout=30)
+        running = wait_for_running(api, "f/ends/waits")
+        assert api.post(f"/api/v1/jobs/{running}/cancel").status_code == 200
+        cancelled = waiting.result()
+    assert cancelled.status_code == 422 and cancelled.json()["error"]["code"] == "run_cancelled"
+    assert cancelled.json()["error"]["details"]["jobId"] == running
+    # A sync route answers the same way.
+    api.post("/api/v1/routes", json={"path": "ends/raises", "method": "POST", "requestType": "sync",
+                                     "runnable": {"kind": "script", "path": "f/ends/raises"}}).raise_for_status()
+    routed = httpx.post(f"{server.url}/api/r/ends/raises", json={})
+    assert routed.status_code == 422 and routed.json()["error"]["details"]["error"]["name"] == "ValueError"
+    assert api.post("/api/v1/jobs/run_wait_result/p/f/ends/fine", json={}).status_code == 200
+
+
+def wait_for_running(api: httpx.Client, path: str) -> str:
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        items = api.get("/api/v1/jobs", params={"path": path, "status": "RUNNING"}).json()["items"]
+        if items:
+            return items[0]["id"]
+        time.sleep(0.05)
+    raise AssertionError(f"no run of {path} started")

@@ -25,10 +25,15 @@ FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 
 
 class RunFailed(FlowmillError):
-    """A run ended other than SUCCESS; answered like Windmill does, with the error."""
+    """A run ended other than SUCCESS: not a fault of the server's, so a 422 whose code says how
+    it ended (run_failed, run_timed_out, run_cancelled) and whose details carry the run's id,
+    status and error (name, message, traceback)."""
 
-    status = 500
+    status = 422
     code = "run_failed"
+
+
+_ENDED_CODE = {"FAILED": "run_failed", "TIMED_OUT": "run_timed_out", "CANCELLED": "run_cancelled"}
 
 
 class JobCreated(msgspec.Struct, rename="camel"):
@@ -85,10 +90,12 @@ def result_response(job_id: str, outcome: Outcome, status: int | None = None) ->
     """The result of a finished run (its JSON text as it is), or its error in the envelope."""
     if outcome.status != "SUCCESS":
         error = outcome.error or {}
-        raise RunFailed(
+        failed = RunFailed(
             f"the run ended {outcome.status}: {error.get('message', '')}",
-            {"jobId": job_id, "status": outcome.status, "error": error},
+            {"jobId": job_id, "status": outcome.status, "error": error}, {"x-job-id": job_id},
         )
+        failed.code = _ENDED_CODE.get(outcome.status, "run_failed")
+        raise failed
     return Response(msgspec.Raw((outcome.result or "null").encode()), headers={"x-job-id": job_id}, status_code=status)
 
 
