@@ -221,7 +221,7 @@ async def serve_route(request: Request, rest: str) -> Any:
     job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event)
     if found.request_type == "async":
         return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
-    return _EventStream(run_events(services, found.workspace, job_id, with_result=True), headers={"x-job-id": job_id},
+    return _EventStream(run_events(services, found.workspace, job_id), headers={"x-job-id": job_id},
                         status_code=200)
 
 

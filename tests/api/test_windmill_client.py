@@ -229,7 +229,7 @@ def test_the_result_stream_reaches_the_sse_stream(server: FlowmillServer, admin:
     events = stream_events(response)
     assert [data for name, data in events if name == "stream"] == ["part 0", "part 1", "two\nlines"]
     assert ("log", "a plain log line") in events
-    assert events[-1] == ("result", '"done"')
+    assert events[-2] == ("result", '"done"') and events[-1][0] == "end"
 
 
 def test_the_run_token_dies_with_the_run(server: FlowmillServer, admin: str) -> None:

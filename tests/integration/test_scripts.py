@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -218,16 +219,22 @@ def test_run_and_stream_and_live_logs(api: httpx.Client) -> None:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = sse(response)
     assert [d for e, d in events if e == "log"] == ["tick 0", "tick 1", "tick 2"]
-    assert ("stream", "partial") in events and events[-1] == ("result", "3")
-    job_id = api.post("/api/v1/jobs/run/p/f/stream/talk", json={"n": 4}).json()["id"]
+    assert ("stream", "partial") in events and events[-2] == ("result", "3")
+    assert events[-1][0] == "end" and json.loads(events[-1][1])["status"] == "SUCCESS"
+    created = api.post("/api/v1/jobs/run/p/f/stream/talk", json={"n": 4}).json()
+    job_id = created["jobId"]
+    assert created["id"] == job_id  # the older name, kept
     with api.stream("GET", f"/api/v1/jobs/{job_id}/logs/stream") as response:
         events = sse(response)
     assert [d for e, d in events if e == "log"] == [f"tick {i}" for i in range(4)]
-    assert events[-1] == ("end", "SUCCESS")
+    # Every stream ends the same way: the outcome, then the id and final status.
+    assert events[-2] == ("result", "4")
+    assert events[-1][0] == "end" and json.loads(events[-1][1]) == {"jobId": job_id, "status": "SUCCESS"}
     save(api, "f/stream/fails", "def main():\n    raise KeyError('x')\n")
     with api.stream("POST", "/api/v1/jobs/run_and_stream/p/f/stream/fails", json={}) as response:
-        last = sse(response)[-1]
+        *_, last, end = sse(response)
     assert last[0] == "error" and '"FAILED"' in last[1]
+    assert end[0] == "end" and json.loads(end[1])["status"] == "FAILED"
 
 
 def test_scripts_of_the_standard_library_run_from_the_lean_fork_server(api: httpx.Client) -> None:

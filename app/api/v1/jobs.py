@@ -37,6 +37,10 @@ _ENDED_CODE = {"FAILED": "run_failed", "TIMED_OUT": "run_timed_out", "CANCELLED"
 
 
 class JobCreated(msgspec.Struct, rename="camel"):
+    """A run queued: its id as `jobId`, as every answer that starts a run names it (`id` kept
+    for the clients written before)."""
+
+    job_id: str
     id: str
 
 
@@ -109,14 +113,16 @@ async def run_async(request: Request, path: str) -> JobCreated:
     """Queue a run of the script at `path`; answered with its id once committed."""
     services, actor = context(request)
     args = await json_body(request)
-    return JobCreated(await services.jobs.enqueue(actor, args, _trigger(request), path=path.lstrip("/"), refs=True))
+    job_id = await services.jobs.enqueue(actor, args, _trigger(request), path=path.lstrip("/"), refs=True)
+    return JobCreated(job_id, job_id)
 
 
 @post("/jobs/run/h/{digest:str}", opt={"role": "executor"}, status_code=201)
 async def run_hash_async(request: Request, digest: str) -> JobCreated:
     """Queue a run of one script version."""
     services, actor = context(request)
-    return JobCreated(await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), digest=digest, refs=True))
+    job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), digest=digest, refs=True)
+    return JobCreated(job_id, job_id)
 
 
 @post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
@@ -133,10 +139,10 @@ async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     events) as they come, then a `result` (or `error`) event."""
     services, actor = context(request)
     job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"), refs=True)
-    return ServerSentEvent(run_events(services, actor.workspace, job_id, with_result=True), headers={"x-job-id": job_id})
+    return ServerSentEvent(run_events(services, actor.workspace, job_id), headers={"x-job-id": job_id})
 
 
-async def run_events(services: Services, workspace: str, job_id: str, with_result: bool) -> AsyncIterator[ServerSentEventMessage]:
+async def run_events(services: Services, workspace: str, job_id: str) -> AsyncIterator[ServerSentEventMessage]:
     """Past lines, then new ones as they are written, until the run is final; then its outcome.
 
     Lines are read from the database by id, so none is sent twice or lost; the hub only
@@ -159,13 +165,14 @@ async def run_events(services: Services, workspace: str, job_id: str, with_resul
                 pass
     finally:
         hub.unsubscribe(job_id, written)
-    if not with_result:
-        yield ServerSentEventMessage(data=job["status"], event="end")
-    elif job["status"] == "SUCCESS":
+    # Every stream ends the same way: the outcome (`result`, or `error` with the status), then
+    # `end` with the run's id and final status.
+    if job["status"] == "SUCCESS":
         yield ServerSentEventMessage(data=msgspec.json.encode(job["result"]).decode(), event="result")
     else:
         payload = {"status": job["status"], "error": job["error"]}
         yield ServerSentEventMessage(data=msgspec.json.encode(payload).decode(), event="error")
+    yield ServerSentEventMessage(data=msgspec.json.encode({"jobId": job_id, "status": job["status"]}).decode(), event="end")
 
 
 @get("/jobs", opt={"role": "viewer"})
@@ -214,7 +221,7 @@ async def stream_logs(request: Request, job_id: str) -> ServerSentEvent:
     """Past lines, then live ones while the run is in flight (text/event-stream)."""
     services, actor = context(request)
     await services.jobs.get(actor.workspace, job_id)
-    return ServerSentEvent(run_events(services, actor.workspace, job_id, with_result=False))
+    return ServerSentEvent(run_events(services, actor.workspace, job_id))
 
 
 @post("/jobs/{job_id:str}/cancel", opt={"role": "executor", "audit": "job.cancel"}, status_code=200)
