@@ -40,6 +40,9 @@ class Settings:
     kv_max_value_bytes: int = 1024 * 1024
     login_attempts_per_minute: int = 10
     job_memory_limit_mb: int | None = 2048  # address-space limit of a script's process
+    job_max_file_mb: int | None = 1024  # largest file a run may write (RLIMIT_FSIZE)
+    job_max_processes: int | None = 512  # processes and threads of a run at once, where the kernel applies it
+    sandbox: bool = True  # runs walled off from the data dir; off only to measure what the wall costs
 
     @property
     def is_sqlite(self) -> bool:
@@ -117,6 +120,9 @@ def load_settings(
         sqlite_synchronous=synchronous,
         token_ttl_s=_int(env.get("FLOWMILL_TOKEN_TTL_S", str(12 * 3600)), "FLOWMILL_TOKEN_TTL_S", 60, 10**8),
         job_memory_limit_mb=_int(env.get("FLOWMILL_JOB_MEMORY_MB", "2048"), "FLOWMILL_JOB_MEMORY_MB", 0, 10**7) or None,
+        job_max_file_mb=_int(env.get("FLOWMILL_JOB_MAX_FILE_MB", "1024"), "FLOWMILL_JOB_MAX_FILE_MB", 0, 10**8) or None,
+        job_max_processes=_int(env.get("FLOWMILL_JOB_MAX_PROCESSES", "512"), "FLOWMILL_JOB_MAX_PROCESSES", 0, 10**6) or None,
+        sandbox=_flag(env.get("FLOWMILL_SANDBOX", "on"), "FLOWMILL_SANDBOX"),
     )
 
 

@@ -318,7 +318,8 @@ class ForkServer:
         walls = said[1:].decode(errors="replace")
         if walls != self.walls:
             self.walls = walls
-            log.info("%s fork server: %s", "lean" if self.lean else "full", walls)
+            log.log(logging.INFO if self.wall.enabled else logging.WARNING, "%s fork server: %s",
+                    "lean" if self.lean else "full", walls)
 
     def _ensure_running(self, timeout_s: float) -> None:
         if self._stopped:
