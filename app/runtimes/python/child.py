@@ -611,7 +611,7 @@ class _ForkServer:
         self.me = os.getpid()
         self.folders: dict[int, str] = {}  # each live child's own folder, by pid
         self.leftover_folders: list[str] = []  # not removed yet (a process of the run still wrote in it)
-        self.forked = 0
+        self.slots: set[int] = set()  # the numbers of the children's folders that exist
         self.killed: set[int] = set()  # children killed by the fork server, not reaped yet
         self.sweeping = False  # what killed runs left behind is being swept
 
@@ -634,7 +634,7 @@ class _ForkServer:
             if ruleset >= 0:
                 os.close(ruleset)
             if folder is not None:
-                _remove_folder(folder)
+                self._remove(folder)
             return None
         if pid == 0:
             _child(theirs.fileno(), output_w, self.me, self.libc, self.wall, ruleset)
@@ -647,12 +647,16 @@ class _ForkServer:
         return _Child(pid, ours, output_r)
 
     def _own_folder(self) -> tuple[str | None, int]:
-        """A new child's folder, made its cwd, HOME and TMPDIR here (a child would pay for it in
-        copied pages), and its Landlock ruleset, which grants that folder."""
+        """A new child's folder (its cwd, HOME and TMPDIR), and its Landlock ruleset, which grants
+        that folder."""
         if self.run_root is None:
             return None, -1
-        self.forked += 1
-        folder = f"{self.run_root}/{self.forked}"
+        # The first number not in use: names come back, and so do the environment's strings (glibc
+        # keeps every value ever given to setenv, so new names each time would grow it forever).
+        slot = 1
+        while slot in self.slots:
+            slot += 1
+        folder = f"{self.run_root}/{slot}"
         try:
             os.mkdir(folder, 0o700)
             fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -664,8 +668,9 @@ class _ForkServer:
             print(f"flowmill fork server: cannot prepare a child's wall: {error}", file=sys.stderr, flush=True)
             _remove_folder(folder)
             return None, -1
-        os.environ["HOME"] = os.environ["TMPDIR"] = folder
+        os.environ["HOME"] = os.environ["TMPDIR"] = folder  # set here: in the child it costs copied pages
         os.chdir(folder)
+        self.slots.add(slot)
         return folder, ruleset
 
     def top_up(self) -> None:
@@ -700,8 +705,7 @@ class _ForkServer:
             if folder is not None:  # one of ours (not a process a killed run left behind)
                 if os.WIFSIGNALED(status) and self.wall.subreaper:
                     self.sweeping = True  # what it started may have left its group
-                if not _remove_folder(folder):
-                    self.leftover_folders.append(folder)
+                self._remove(folder)
             run = self.running.get(pid)
             if run is not None:
                 run.exit_status = status
@@ -716,7 +720,15 @@ class _ForkServer:
                     os.close(child.output_fd)
                     break
         if reaped and self.leftover_folders:
-            self.leftover_folders = [folder for folder in self.leftover_folders if not _remove_folder(folder)]
+            leftover, self.leftover_folders = self.leftover_folders, []
+            for folder in leftover:
+                self._remove(folder)
+
+    def _remove(self, folder: str) -> None:
+        if _remove_folder(folder):
+            self.slots.discard(int(folder.rpartition("/")[2]))
+        else:
+            self.leftover_folders.append(folder)
 
     def sweep(self) -> None:
         """Kill the processes that killed runs left behind: reparented to the fork server (their
@@ -1077,15 +1089,17 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
     os.nice(NICENESS)
     socket_path = os.path.abspath(socket_path)  # the cwd changes: it is each new child's folder
     client_pid = client_pid or os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)  # for prctl and fflush in the children, and the wall
     denied = [os.path.realpath(path) for path in denied or ()]
     run_root = _make_run_root(denied) if walled else None
     # Sealed before the imports: a probe forks, and a smaller process forks faster.
-    wall = Wall(libc, denied + ([run_root] if run_root else []), walled, max_file_bytes, max_processes)
+    wall = Wall(ctypes.CDLL(None, use_errno=True), denied + ([run_root] if run_root else []), walled, max_file_bytes,
+                max_processes)
     wall.seal_fork_server()
     walls = wall.describe()
     print(f"flowmill fork server: {walls}", file=sys.stderr, flush=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # for prctl and fflush in the children
     _preload(lean, libc)
+    wall.use(libc)
     _reset_environment()
     _open_standard_streams()
     listener = _listen(socket_path, 256)

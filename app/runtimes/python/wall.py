@@ -103,7 +103,6 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_SLAVE = 2, 4, 8, 1 << 14, 1 << 19
 WALL = 0x40000000  # __WALL: wait for children however they were cloned
-ECHILD = 10
 
 
 class _CapHeader(ctypes.Structure):
@@ -233,6 +232,13 @@ class Wall:
         self._env = _PathBeneath(READ_EXECUTE & self.handled, -1)
         self._env_ref = ctypes.byref(self._env)
         self._nproc = (max_processes, max_processes)
+        self._flags = os.WNOHANG | WALL
+        self.use(libc)
+
+    def use(self, libc: ctypes.CDLL) -> None:
+        """Call `libc` in children: the one the fork server made last, after its imports, whose
+        functions lie with the other objects a child touches (each page touched is copied)."""
+        self.libc = libc
         self._waitpid = libc.waitpid  # built and called here: ctypes's first call costs pages a child would copy
         if IS_LINUX:
             self._waitpid(0x7FFFFFFF, None, os.WNOHANG)  # no such child: nothing reaped
@@ -390,8 +396,10 @@ class Wall:
         processes. False when the caller must kill its process group after answering, and
         itself with it (the fork server, seeing it die of SIGKILL, sweeps what left the group)."""
         if self.subreaper:
-            if self._waitpid(-1, None, os.WNOHANG | WALL) < 0 and ctypes.get_errno() == ECHILD:
-                return True  # not os.waitpid: the exception it raises costs copied pages
+            # Not os.waitpid: the exception it raises when there is no child costs copied pages. With
+            # WNOHANG, -1 is ECHILD: no child, so nothing of the run is left.
+            if self._waitpid(-1, None, self._flags) < 0:
+                return True
             if self.scoped:
                 try:
                     os.kill(-1, signal.SIGKILL)
