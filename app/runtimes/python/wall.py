@@ -257,13 +257,13 @@ class Wall:
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the system's, for sweeps
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # what a killed run leaves comes here, to be swept
-        if not self.enabled:
-            return
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # needed by Landlock; and no setuid program gains anything
-        if self.max_file_bytes:
+        if self.max_file_bytes:  # inherited by every child (and the fork server writes no large file)
             import resource
 
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_file_bytes, self.max_file_bytes))
+        if not self.enabled:
+            return
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # needed by Landlock; and no setuid program gains anything
         if os.geteuid() == 0:
             self._mount_own_proc()
         self._drop_capabilities()
@@ -323,7 +323,7 @@ class Wall:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
-            self.notes.append("no per-run process limit: no user namespace for children here")
+            self.notes.append("no per-run process limit: RLIMIT_NPROC does not hold in a user namespace here")
             return False
         return True
 
