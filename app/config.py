@@ -45,6 +45,9 @@ class Settings:
     log_level: str = "info"  # debug, info, warning, error
     log_json: bool = False  # one JSON object a line instead of text
     access_log: bool = True  # a line for every answered request (at info)
+    job_max_file_mb: int | None = 1024  # largest file a run may write (RLIMIT_FSIZE)
+    job_max_processes: int | None = 512  # processes and threads of a run at once, where the kernel applies it
+    sandbox: bool = True  # runs walled off from the data dir; off only to measure what the wall costs
 
     @property
     def is_sqlite(self) -> bool:
@@ -133,6 +136,9 @@ def load_settings(
         log_level=log_level,
         log_json=log_format == "json",
         access_log=_flag(env.get("FLOWMILL_ACCESS_LOG", "on"), "FLOWMILL_ACCESS_LOG") and log_level in ("debug", "info"),
+        job_max_file_mb=_int(env.get("FLOWMILL_JOB_MAX_FILE_MB", "1024"), "FLOWMILL_JOB_MAX_FILE_MB", 0, 10**8) or None,
+        job_max_processes=_int(env.get("FLOWMILL_JOB_MAX_PROCESSES", "512"), "FLOWMILL_JOB_MAX_PROCESSES", 0, 10**6) or None,
+        sandbox=_flag(env.get("FLOWMILL_SANDBOX", "on"), "FLOWMILL_SANDBOX"),
     )
 
 

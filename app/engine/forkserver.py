@@ -40,7 +40,7 @@ from app.runtimes.python.child import (
     run_frame,
 )
 
-__all__ = ["ChildJob", "ChildOutcome", "ForkServer", "ForkServerError", "RunHandle"]
+__all__ = ["ChildJob", "ChildOutcome", "ForkServer", "ForkServerError", "RunHandle", "WallSettings"]
 
 log = logging.getLogger("flowmill.forkserver")
 
@@ -79,14 +79,34 @@ class ForkServerError(FlowmillError):
     code = "fork_server_unavailable"
 
 
-def command(socket_path: Path, idle: int, ready_fd: int, lean: bool = False) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class WallSettings:
+    """How runs are walled off (see app/runtimes/python/wall.py)."""
+
+    denied: tuple[Path, ...] = ()  # folders no run may read or write: the data dir
+    enabled: bool = True  # off only to measure what the wall costs: runs can then read the keys
+    max_file_bytes: int | None = 1024 * 1024 * 1024
+    max_processes: int | None = 512
+
+
+def command(socket_path: Path, idle: int, ready_fd: int, lean: bool = False, wall: WallSettings = WallSettings()) -> list[str]:
     """How to start the fork server: the frozen program runs itself with a hidden command."""
-    args = ["_forkserver", "--socket", str(socket_path), "--idle", str(idle), "--ready-fd", str(ready_fd)]
+    args = ["_forkserver", "--socket", str(socket_path), "--idle", str(idle), "--ready-fd", str(ready_fd),
+            "--client-pid", str(os.getpid())]
     if lean:
         args.append("--lean")
+    if not wall.enabled:
+        args.append("--no-wall")
+    for folder in wall.denied:
+        args += ["--deny", str(folder)]
+    if wall.max_file_bytes:
+        args += ["--max-file-bytes", str(wall.max_file_bytes)]
+    if wall.max_processes:
+        args += ["--max-processes", str(wall.max_processes)]
     if getattr(sys, "frozen", False):
         return [sys.executable, *args]
-    return [sys.executable, "-m", "app", *args]
+    # -P: the cwd is not put on sys.path, whose every entry runs may read.
+    return [sys.executable, "-P", "-m", "app", *args]
 
 
 class RunHandle:
@@ -152,10 +172,13 @@ class ForkServer:
     """The fork server process, and the runs handed to it (`submit` on the event loop, `run`
     from any thread)."""
 
-    def __init__(self, runtime_dir: Path, idle_children: int = 2, lean: bool = False) -> None:
+    def __init__(self, runtime_dir: Path, idle_children: int = 2, lean: bool = False, wall: WallSettings | None = None) -> None:
         self.runtime_dir = runtime_dir
         self.idle_children = idle_children
         self.lean = lean  # preloads only the light modules (see child.LIGHT_MODULES)
+        # Without settings, the folder that holds the runtime dir is the data dir to wall off.
+        self.wall = wall or WallSettings(denied=(runtime_dir.parent,))
+        self.walls = ""  # what the fork server said of the walls around runs, once it serves
         self.socket_path = runtime_dir / ("fork-lean.sock" if lean else "fork.sock")
         self._process: subprocess.Popen[bytes] | None = None
         self._ready_pipe: int | None = None  # read end: one byte when it serves, EOF if it died first
@@ -266,7 +289,8 @@ class ForkServer:
         self._close_ready_pipe()
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runtime_dir, 0o700)  # the sockets inside run code: only this user may connect
-        env = {key: value for key, value in os.environ.items() if not key.startswith("FLOWMILL_")}
+        # Nothing of Flowmill's settings, nor PostgreSQL's (PGPASSWORD...), reaches the fork server.
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWMILL_", "PG"))}
         if not getattr(sys, "frozen", False):  # `-m app` must find this very package, wherever the cwd
             root = str(Path(app.__file__).resolve().parent.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -274,7 +298,7 @@ class ForkServer:
         with open(self.runtime_dir / ("forkserver-lean.log" if self.lean else "forkserver.log"), "ab") as output:
             # stdin is a pipe that only closes when this process ends: the fork server's cue to go.
             self._process = subprocess.Popen(
-                command(self.socket_path, self.idle_children, ready_write, self.lean),
+                command(self.socket_path, self.idle_children, ready_write, self.lean, self.wall),
                 stdin=subprocess.PIPE, stdout=output, stderr=output, env=env, pass_fds=(ready_write,),
             )
         os.close(ready_write)
@@ -287,10 +311,15 @@ class ForkServer:
         poller.register(self._ready_pipe, select.POLLIN)
         if not poller.poll(timeout_s * 1000):
             raise ForkServerError(f"the fork server did not start within {timeout_s:g} s")
-        said = os.read(self._ready_pipe, 1)
+        said = os.read(self._ready_pipe, 4096)  # one byte, then what holds around runs
         self._close_ready_pipe()
         if not said:
             raise ForkServerError(f"the fork server exited at start; see {self.runtime_dir / 'forkserver.log'}")
+        walls = said[1:].decode(errors="replace")
+        if walls != self.walls:
+            self.walls = walls
+            log.log(logging.INFO if self.wall.enabled else logging.WARNING, "%s fork server: %s",
+                    "lean" if self.lean else "full", walls)
 
     def _ensure_running(self, timeout_s: float) -> None:
         if self._stopped:

@@ -32,7 +32,7 @@ def load_signing_key(home: Path) -> bytes:
     """The JWT signing key kept in `<home>/jwt.key` (0600), made on first start."""
     path = home / "jwt.key"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")

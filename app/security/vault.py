@@ -42,7 +42,7 @@ def load_master_key(home: Path, from_env: str | None) -> bytes:
         return _decode_key(from_env, "FLOWMILL_MASTER_KEY")
     path = home / "master.key"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         key_text = base64.b64encode(secrets.token_bytes(32)).decode() + "\n"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:

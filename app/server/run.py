@@ -27,6 +27,8 @@ from granian.server.embed import Server
 
 from app.config import Settings
 from app.errors import ConfigError, StartupError
+from app.runtimes.python.wall import make_undumpable
+from app.security.datadir import secure_data_dir
 from app.server.app import create_app
 from app.server.errors import drain_audit
 from app.server.logs import configure as configure_logging
@@ -84,12 +86,10 @@ class Shutdown:
 async def serve_async(settings: Settings, ready: asyncio.Event | None = None,
                       shutdown: Shutdown | None = None) -> None:
     """Prepare everything, serve until SIGINT/SIGTERM, then shut down cleanly."""
-    if settings.home.exists() and not settings.home.is_dir():
-        raise StartupError(f"the data dir {settings.home} is not a directory (set FLOWMILL_HOME)")
-    try:
-        settings.home.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StartupError(f"cannot use the data dir {settings.home}: {error.strerror}") from None
+    # Scripts run as this user: this process's environment (the database URL), memory and
+    # descriptors are closed to them, and the data dir is this user's alone.
+    make_undumpable()
+    secure_data_dir(settings.home, settings.sqlite_path if settings.is_sqlite else None)
     check_port_free(settings.host, settings.port)
     db = await prepare(settings)
     services = None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 
 from app.config import Settings
-from app.engine.forkserver import ForkServer
+from app.engine.forkserver import ForkServer, ForkServerError, WallSettings
 from app.errors import StartupError
 from app.security.tokens import JwtCodec, load_signing_key
 from app.security.vault import Vault, load_master_key
@@ -25,6 +26,7 @@ from app.services.variables import Variables
 from app.store.base import Database
 
 CANARY_KEY = "vault.canary"
+log = logging.getLogger("flowmill")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Services:
         """Start the fork server, recover interrupted runs, start the executor and the schedules."""
         self.forkserver.start()
         self.lean_forkserver.start()
+        # Not waited for: the fork server logs which walls hold around runs as soon as it serves.
+        asyncio.get_running_loop().run_in_executor(None, _wait_ready, self.forkserver)
         await self.jobs.start()
         self.triggers.start()
 
@@ -59,6 +63,25 @@ class Services:
         await self.triggers.stop()
         await self.jobs.stop()
         await asyncio.gather(asyncio.to_thread(self.forkserver.stop), asyncio.to_thread(self.lean_forkserver.stop))
+
+
+def wall_settings(settings: Settings) -> WallSettings:
+    """How runs are walled off: from the data dir (and a SQLite file kept elsewhere), within the limits."""
+    denied = [settings.home]
+    if settings.is_sqlite and not settings.sqlite_path.resolve().is_relative_to(settings.home.resolve()):
+        denied.append(settings.sqlite_path.parent)
+    return WallSettings(
+        denied=tuple(denied), enabled=settings.sandbox,
+        max_file_bytes=settings.job_max_file_mb * 1024 * 1024 if settings.job_max_file_mb else None,
+        max_processes=settings.job_max_processes,
+    )
+
+
+def _wait_ready(forkserver: ForkServer) -> None:
+    try:
+        forkserver.wait_ready()
+    except ForkServerError as error:
+        log.warning("%s", error.message)
 
 
 async def check_master_key(db: Database, vault: Vault) -> None:
@@ -84,8 +107,9 @@ async def build_services(settings: Settings, db: Database) -> Services:
     variables = Variables(db, vault)
     credentials = Credentials(db, vault)
     resources = Resources(db, variables, credentials)
-    forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers))
-    lean_forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), lean=True)
+    wall = wall_settings(settings)
+    forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), wall=wall)
+    lean_forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), lean=True, wall=wall)
     jobs = Jobs(settings, db, scripts, resources, accounts, jwt, forkserver, lean_forkserver)
     return Services(
         settings=settings,

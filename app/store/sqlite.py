@@ -125,7 +125,7 @@ class SQLiteDatabase(Database):
         return conn
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             conn = self._connect(read_only=False)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

@@ -567,7 +567,7 @@ def test_the_fork_server_exits_when_flowmill_is_killed(tmp_path: Path) -> None:
 
 def test_the_frozen_program_starts_itself_as_the_fork_server(monkeypatch: pytest.MonkeyPatch) -> None:
     path = Path("/run/x/fork.sock")
-    assert forkserver_module.command(path, 2, 5)[:4] == [sys.executable, "-m", "app", "_forkserver"]
+    assert forkserver_module.command(path, 2, 5)[:5] == [sys.executable, "-P", "-m", "app", "_forkserver"]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert forkserver_module.command(path, 2, 5) == [
+    assert forkserver_module.command(path, 2, 5)[:8] == [
         sys.executable, "_forkserver", "--socket", str(path), "--idle", "2", "--ready-fd", "5"]

@@ -46,6 +46,8 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from app.runtimes.python.wall import IS_LINUX, WALL, Wall, orphans, within
+
 # -- what a run is, and the frames that carry it ------------------------------------------------
 
 
@@ -380,13 +382,20 @@ def _flush_output(libc: ctypes.CDLL) -> None:
     libc.fflush(None)  # what C code printed through stdio, which _exit would drop
 
 
-def run_one(fd: int, libc: ctypes.CDLL) -> None:
-    """Take one job from `fd`, run it, and answer."""
+def run_one(fd: int, libc: ctypes.CDLL, wall: Wall, ruleset: int) -> bool:
+    """Take one job from `fd`, run it walled off, and answer. False when the script's
+    processes were left for the caller to kill (see `Wall.end_run`)."""
     try:
         job = _read_job(fd)
     except msgspec.ValidationError as error:  # a fault of the server's, said as such rather than as a crash
         _send(fd, encode_frame(_error("InvalidJob", f"the run's job is malformed: {error}")))
-        return
+        return True
+    if ruleset >= 0:
+        try:
+            wall.restrict(ruleset, job.sys_path)
+        except OSError as error:  # never run a script outside its wall
+            _send(fd, encode_frame(_error("SandboxError", f"the run could not be walled off: {error}")))
+            return True
     me = os.getpid()
     filename = script_filename(job.path)
     _enter(job, filename)
@@ -398,19 +407,22 @@ def run_one(fd: int, libc: ctypes.CDLL) -> None:
         frame = encode_frame(outcome)
     except MemoryError:  # under the memory limit, a large traceback may not fit
         frame = encode_frame(_error("MemoryError", "the run's outcome did not fit in its memory limit"))
+    ended = wall.end_run()  # nothing the script started outlives its run, and is gone before the answer
     # Everything the script wrote is in the pipe before the outcome is sent: the fork server,
     # once it has the outcome, reads the pipe to its end and misses nothing.
     _send(fd, frame)
+    return ended
 
 
 _JOB_FD = 3  # where a child keeps its end of the socket pair; every other descriptor above 2 is closed
+_RULESET_FD = 4  # its Landlock ruleset, until it restricts itself with it
 
 
-def _child(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> NoReturn:
+def _child(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL, wall: Wall, ruleset: int) -> NoReturn:
     """What a freshly forked child does: get ready while idle, wait for its run, run it, exit."""
     try:
-        if _wait_and_run(conn_fd, output, parent, libc):
-            # Nothing the script started outlives its run (the child is in the group: this is its exit).
+        if not _wait_and_run(conn_fd, output, parent, libc, wall, ruleset):
+            # What the script started is in the group: kill it, and this process with it.
             os.killpg(0, signal.SIGKILL)
         os._exit(0)
     except BaseException:  # noqa: BLE001 - a child must never return into the fork server's loop
@@ -419,13 +431,19 @@ def _child(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> NoRetur
         os._exit(EXIT_RUNNER_FAILED)
 
 
-def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> bool:
+def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL, wall: Wall, ruleset: int) -> bool:
     signal.set_wakeup_fd(-1)
     _capture_output(output)
+    if ruleset == _JOB_FD:
+        ruleset = os.dup(ruleset)
     os.dup2(conn_fd, _JOB_FD)
-    # The fork server's other descriptors (its listener, its clients, other runs' pipes) are
-    # not the script's business.
-    os.closerange(_JOB_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    if ruleset >= 0:
+        if ruleset != _RULESET_FD:
+            os.dup2(ruleset, _RULESET_FD)
+        ruleset = _RULESET_FD
+    # The fork server's other descriptors (its listener, its clients, other runs' pipes, the
+    # folders its rules name) are not the script's business.
+    os.closerange(_RULESET_FD + 1 if ruleset >= 0 else _JOB_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the fork server's stdin is its parent's pipe: not the script's
     os.close(devnull)
@@ -435,10 +453,10 @@ def _wait_and_run(conn_fd: int, output: int, parent: int, libc: ctypes.CDLL) -> 
     _signal.signal(signal.SIGINT, signal.default_int_handler)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # an idle child must not outlive the fork server
     if os.getppid() != parent:  # the fork server died before the line above
-        return False
+        return True
     os.setsid()  # its own process group: a kill of the group reaches whatever the script starts
-    run_one(_JOB_FD, libc)
-    return True
+    wall.child_ready()
+    return run_one(_JOB_FD, libc, wall, ruleset)
 
 
 # -- the fork server ----------------------------------------------------------------------------
@@ -578,19 +596,31 @@ _client_frames = msgspec.json.Decoder(ClientFrame)
 class _ForkServer:
     """The fork server's loop: idle children, clients, and the runs they asked for."""
 
-    def __init__(self, listener: socket.socket, idle: int, libc: ctypes.CDLL) -> None:
+    def __init__(self, listener: socket.socket, idle: int, libc: ctypes.CDLL, wall: Wall,
+                 run_root: str | None, client_pid: int) -> None:
         self.listener = listener
         self.idle_target = max(1, idle)  # with none, a run would wait for a fork
         self.libc = libc
+        self.wall = wall
+        self.run_root = run_root  # each child's own folder (its cwd, HOME and TMPDIR) is made in it
+        self.client_pid = client_pid  # the Flowmill server: the one process that may connect
         self.selector = selectors.DefaultSelector()
         self.idle: list[_Child] = []
         self.running: dict[int, _Running] = {}  # by pid
         self.clients: set[_Client] = set()
         self.me = os.getpid()
+        self.folders: dict[int, str] = {}  # each live child's own folder, by pid
+        self.leftover_folders: list[str] = []  # not removed yet (a process of the run still wrote in it)
+        self.slots: set[int] = set()  # the numbers of the children's folders that exist
+        self.killed: set[int] = set()  # children killed by the fork server, not reaped yet
+        self.sweeping = False  # what killed runs left behind is being swept
 
     # -- children --------------------------------------------------------------------------------
 
     def fork(self) -> _Child | None:
+        folder, ruleset = self._own_folder()
+        if folder is None and self.run_root is not None:
+            return None
         ours, theirs = socket.socketpair()
         output_r, output_w = os.pipe()
         try:
@@ -601,12 +631,47 @@ class _ForkServer:
                 os.close(fd)
             ours.close()
             theirs.close()
+            if ruleset >= 0:
+                os.close(ruleset)
+            if folder is not None:
+                self._remove(folder)
             return None
         if pid == 0:
-            _child(theirs.fileno(), output_w, self.me, self.libc)
+            _child(theirs.fileno(), output_w, self.me, self.libc, self.wall, ruleset)
         theirs.close()
         os.close(output_w)
+        if ruleset >= 0:
+            os.close(ruleset)
+        if folder is not None:
+            self.folders[pid] = folder
         return _Child(pid, ours, output_r)
+
+    def _own_folder(self) -> tuple[str | None, int]:
+        """A new child's folder (its cwd, HOME and TMPDIR), and its Landlock ruleset, which grants
+        that folder."""
+        if self.run_root is None:
+            return None, -1
+        # The first number not in use: names come back, and so do the environment's strings (glibc
+        # keeps every value ever given to setenv, so new names each time would grow it forever).
+        slot = 1
+        while slot in self.slots:
+            slot += 1
+        folder = f"{self.run_root}/{slot}"
+        try:
+            os.mkdir(folder, 0o700)
+            fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                ruleset = self.wall.ruleset(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            print(f"flowmill fork server: cannot prepare a child's wall: {error}", file=sys.stderr, flush=True)
+            _remove_folder(folder)
+            return None, -1
+        os.environ["HOME"] = os.environ["TMPDIR"] = folder  # set here: in the child it costs copied pages
+        os.chdir(folder)
+        self.slots.add(slot)
+        return folder, ruleset
 
     def top_up(self) -> None:
         """Fork children ahead of demand. While runs are in flight, fork only once none is
@@ -626,13 +691,21 @@ class _ForkServer:
             self.idle.append(child)
 
     def reap(self) -> None:
+        reaped = False
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, _REAP_FLAGS)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
+            reaped = True
+            self.killed.discard(pid)
+            folder = self.folders.pop(pid, None)
+            if folder is not None:  # one of ours (not a process a killed run left behind)
+                if os.WIFSIGNALED(status) and self.wall.subreaper:
+                    self.sweeping = True  # what it started may have left its group
+                self._remove(folder)
             run = self.running.get(pid)
             if run is not None:
                 run.exit_status = status
@@ -646,15 +719,58 @@ class _ForkServer:
                     child.conn.close()
                     os.close(child.output_fd)
                     break
+        if reaped and self.leftover_folders:
+            leftover, self.leftover_folders = self.leftover_folders, []
+            for folder in leftover:
+                self._remove(folder)
+
+    def _remove(self, folder: str) -> None:
+        if _remove_folder(folder):
+            self.slots.discard(int(folder.rpartition("/")[2]))
+        else:
+            self.leftover_folders.append(folder)
+
+    def sweep(self) -> None:
+        """Kill the processes that killed runs left behind: reparented to the fork server (their
+        subreaper), they are its children without being runs. Killing one reparents its own
+        children here in turn: sweep until a look finds none and every killed child is reaped."""
+        if self.wall.proc_fd < 0:
+            self.sweeping = False
+            return
+        known = {child.pid for child in self.idle} | set(self.running)
+        found = orphans(self.wall.proc_fd, self.me, known)
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if not found and not self.killed:
+            self.sweeping = False
 
     def kill_all(self) -> None:
         for child in [*self.idle, *(run.child for run in self.running.values())]:
             _kill_group(child.pid)
+        # Then whatever is left, till none is: the fork server is going, and its runs with it.
+        deadline = time.monotonic() + 2.0
+        while self.wall.proc_fd >= 0 and time.monotonic() < deadline:
+            left = orphans(self.wall.proc_fd, self.me, set())
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.01)
+            _reap_all()
 
     # -- clients ---------------------------------------------------------------------------------
 
     def accept(self) -> None:
         conn, _ = self.listener.accept()
+        if not _from(conn, self.client_pid):  # a run that found the socket, say: it gets nothing
+            conn.close()
+            return
         client = _Client(conn)
         self.clients.add(client)
         self.selector.register(conn, selectors.EVENT_READ, client)
@@ -740,6 +856,9 @@ class _ForkServer:
 
     def kill(self, run: _Running, status: str, reason: str) -> None:
         _kill_group(run.child.pid)
+        if self.wall.subreaper:
+            self.killed.add(run.child.pid)
+            self.sweeping = True  # what left the group is reparented here once the child is gone
         self.end(run, status, exit_reason=reason)
 
     def end(self, run: _Running, status: str, result: msgspec.Raw = msgspec.Raw(b"null"),
@@ -775,6 +894,94 @@ class _ForkServer:
             else:
                 wait = min(wait, run.deadline - now)
         return wait
+
+
+_REAP_FLAGS = os.WNOHANG | (WALL if IS_LINUX else 0)  # also children cloned without SIGCHLD
+SWEEP_S = 0.02  # between two looks for what killed runs left behind
+
+
+def _from(conn: socket.socket, client_pid: int) -> bool:
+    """Whether `conn` comes from process `client_pid` of this user (the kernel says, not the peer)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True  # macOS: the socket's folder (0700) is the only check
+    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid == client_pid and uid == os.getuid()
+
+
+def _remove_folder(folder: str) -> bool:
+    """Remove a child's folder and what its run left in it; False if it cannot be yet."""
+    try:
+        os.rmdir(folder)  # most runs write nothing there
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    import shutil  # once, in the fork server, the first time a run leaves files
+
+    def make_ours(function: Any, path: str, error: Any) -> None:
+        # A folder the script made unreadable or read-only is ours: make it removable again.
+        for place in (path, os.path.dirname(path)):
+            if os.path.isdir(place) and not os.path.islink(place):
+                try:
+                    os.chmod(place, 0o700)
+                except OSError:
+                    pass
+
+    for _attempt in range(8):  # each pass opens one more level of folders made unreadable
+        shutil.rmtree(folder, onerror=make_ours)
+        if not os.path.lexists(folder):
+            return True
+    return False
+
+
+def _make_run_root(denied: list[str]) -> str | None:
+    """The folder of this fork server's children's own folders: in the system's temporary
+    folder, never inside the data dir. Folders left by fork servers that were killed go."""
+    for base in (os.environ.get("TMPDIR", ""), "/tmp", "/var/tmp"):
+        base = os.path.realpath(base) if base else ""
+        if not base or not os.path.isdir(base) or any(within(base, folder) for folder in denied):
+            continue
+        _remove_stale_roots(base)
+        root = os.path.join(base, f"{RUN_ROOT_PREFIX}{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(root, 0o700)
+        except OSError:
+            continue
+        return root
+    return None
+
+
+RUN_ROOT_PREFIX = "flowmill-runs-"
+
+
+def _remove_stale_roots(base: str) -> None:
+    try:
+        entries = [entry for entry in os.listdir(base) if entry.startswith(RUN_ROOT_PREFIX)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry[len(RUN_ROOT_PREFIX):].partition("-")[0]
+        path = os.path.join(base, entry)
+        try:
+            if not pid.isdigit() or os.lstat(path).st_uid != os.getuid() or os.path.islink(path):
+                continue
+            os.kill(int(pid), 0)
+            continue  # its fork server still runs
+        except ProcessLookupError:
+            _remove_folder(path)
+        except OSError:
+            continue
+
+
+def _reap_all() -> None:
+    """Reap every child that has ended, keeping no account (the fork server is going)."""
+    while True:
+        try:
+            if os.waitpid(-1, _REAP_FLAGS)[0] == 0:
+                return
+        except ChildProcessError:
+            return
 
 
 def _kill_group(pid: int) -> None:
@@ -829,7 +1036,7 @@ def is_light(source: str) -> bool:
     return True
 
 
-def _preload(lean: bool) -> ctypes.CDLL:
+def _preload(lean: bool, libc: ctypes.CDLL) -> None:
     """Import, once, what scripts import most, so that every child has it for free: the light
     modules in a lean fork server, and httpx and wmill as well in the full one."""
     for name in sorted(LIGHT_MODULES):
@@ -845,12 +1052,10 @@ def _preload(lean: bool) -> ctypes.CDLL:
             pass
         finally:
             del sys.modules["httpx._main"]
-    libc = ctypes.CDLL(None, use_errno=True)  # libc, for prctl and fflush in the children
-    # Look both up and call them once here: ctypes builds a function on its first use, and in
-    # every child that work would copy ~45 pages.
+    # Look the functions of libc that children call up and call them once here: ctypes builds a
+    # function on its first use, and in every child that work would copy ~45 pages.
     libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
     libc.fflush(None)
-    return libc
 
 
 def _listen(path: str, backlog: int) -> socket.socket:
@@ -870,15 +1075,31 @@ def _terminate(signum: int, frame: Any) -> None:
 NICENESS = 10
 
 
-def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool = False) -> None:
+def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool = False, walled: bool = True,
+          denied: list[str] | None = None, max_file_bytes: int | None = None, max_processes: int | None = None,
+          client_pid: int | None = None) -> None:
     """The fork server's main loop (the hidden `flowmill _forkserver` command): keep `idle`
     children ready, serve clients on `socket_path`, write one byte to `ready_fd` once runs can
-    be served, and end when stdin closes or on SIGTERM. A `lean` one preloads only the light
-    modules."""
+    be served (then the line that says which walls hold), and end when stdin closes or on
+    SIGTERM. A `lean` one preloads only the light modules. Children are walled off
+    (`walled`: see wall.py) from the `denied` folders (the data dir) and from each other; only
+    `client_pid` (default: the parent) may connect."""
     # User code yields the CPU to the server when both want it: accepting a request (and
     # committing its run) stays fast under load, and queued runs use what is left.
     os.nice(NICENESS)
-    libc = _preload(lean)
+    socket_path = os.path.abspath(socket_path)  # the cwd changes: it is each new child's folder
+    client_pid = client_pid or os.getppid()
+    denied = [os.path.realpath(path) for path in denied or ()]
+    run_root = _make_run_root(denied) if walled else None
+    # Sealed before the imports: a probe forks, and a smaller process forks faster.
+    wall = Wall(ctypes.CDLL(None, use_errno=True), denied + ([run_root] if run_root else []), walled, max_file_bytes,
+                max_processes)
+    wall.seal_fork_server()
+    walls = wall.describe()
+    print(f"flowmill fork server: {walls}", file=sys.stderr, flush=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # for prctl and fflush in the children
+    _preload(lean, libc)
+    wall.use(libc)
     _reset_environment()
     _open_standard_streams()
     listener = _listen(socket_path, 256)
@@ -889,7 +1110,7 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for Flowmill, which then stops us
-    server = _ForkServer(listener, idle, libc)
+    server = _ForkServer(listener, idle, libc, wall, run_root, client_pid)
     parent_pipe = sys.stdin.fileno()
     selector = server.selector
     selector.register(listener, selectors.EVENT_READ, "accept")
@@ -905,10 +1126,12 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
         while True:
             server.top_up()
             if ready_fd is not None:
-                os.write(ready_fd, b"1")
+                os.write(ready_fd, b"1" + walls.encode()[:2048])
                 os.close(ready_fd)
                 ready_fd = None
             wait = server.check_deadlines(time.monotonic())
+            if server.sweeping:
+                wait = min(wait, SWEEP_S)
             for key, _events in selector.select(wait):
                 what = key.data
                 if what == "wake":
@@ -928,6 +1151,8 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
                     if what[1].output_open:
                         server.from_output(what[1])
             server.reap()
+            if server.sweeping:
+                server.sweep()
             for run in list(server.running.values()):
                 server.send_output(run)
             for client in [client for client in server.clients if client.gone]:  # a send to it failed
@@ -938,6 +1163,8 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
             os.unlink(socket_path)
         except FileNotFoundError:
             pass
+        if run_root is not None:
+            _remove_folder(run_root)
 
 
 def main(argv: list[str]) -> int:
@@ -950,6 +1177,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--idle", type=int, default=2)
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--lean", action="store_true")
+    parser.add_argument("--no-wall", action="store_true", help="run scripts NOT walled off (unsafe: measurements only)")
+    parser.add_argument("--deny", action="append", default=[], help="a folder no run may read or write (the data dir)")
+    parser.add_argument("--max-file-bytes", type=int, default=None)
+    parser.add_argument("--max-processes", type=int, default=None)
+    parser.add_argument("--client-pid", type=int, default=None, help="the one process that may connect (default: the parent)")
     args = parser.parse_args(argv)
-    serve(args.socket, args.idle, args.ready_fd, args.lean)
+    serve(args.socket, args.idle, args.ready_fd, args.lean, not args.no_wall, args.deny, args.max_file_bytes,
+          args.max_processes, args.client_pid)
     return 0
