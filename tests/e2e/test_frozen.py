@@ -4,6 +4,8 @@ script's dependencies with its own pip (`flowmill _pip`)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,9 +38,19 @@ class FrozenServer(FlowmillServer):
         self.executable = executable
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        # A group of its own: the one-file executable's bootloader runs the program as its child,
+        # which a kill of the bootloader alone would leave serving after the tests.
         with open(self.log, "ab") as log:
             return subprocess.Popen([str(self.executable), *(args or ("serve",))], env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def kill9(self) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        super().kill9()
 
 
 @pytest.fixture(scope="module")
