@@ -313,6 +313,37 @@ def test_a_setsid_double_fork_dies_with_its_run(walled: FlowmillServer, api: htt
             os.unlink(pid_file)
 
 
+FORK_MANY = """
+import os, subprocess, time
+
+def main():
+    started = []
+    try:
+        for _ in range(60):
+            started.append(subprocess.Popen(["sleep", "30"]))
+    except OSError as error:
+        refused = str(error)
+    else:
+        refused = None
+    for process in started:
+        process.kill()
+    return {"started": len(started), "refused": refused}
+"""
+
+
+def test_a_run_starts_no_more_processes_than_its_limit(fresh_server: FlowmillServer) -> None:
+    fresh_server.env["FLOWMILL_JOB_MAX_PROCESSES"] = "20"
+    fresh_server.start()
+    with fresh_server.client(fresh_server.admin_token()) as api:
+        save(api, "f/limits/many", FORK_MANY)
+        first = api.post("/api/v1/jobs/run_wait_result/p/f/limits/many", json={}, timeout=60).json()
+        # The limit is the run's, not the server's: the next run has the whole of it again.
+        second = api.post("/api/v1/jobs/run_wait_result/p/f/limits/many", json={}, timeout=60).json()
+    for result in (first, second):
+        assert result["refused"] is not None and 5 <= result["started"] < 20, result
+    assert "processes a run" in fresh_server.output()
+
+
 def test_a_run_writes_no_file_past_the_limit(fresh_server: FlowmillServer) -> None:
     fresh_server.env["FLOWMILL_JOB_MAX_FILE_MB"] = "1"
     fresh_server.start()

@@ -644,6 +644,7 @@ class _ForkServer:
             os.close(ruleset)
         if folder is not None:
             self.folders[pid] = folder
+            self.wall.limit_processes(int(folder.rpartition("/")[2]), pid)
         return _Child(pid, ours, output_r)
 
     def _own_folder(self) -> tuple[str | None, int]:
@@ -1159,6 +1160,7 @@ def serve(socket_path: str, idle: int, ready_fd: int | None = None, lean: bool =
                 server.drop(client)
     finally:
         server.kill_all()
+        server.wall.release_processes()
         try:
             os.unlink(socket_path)
         except FileNotFoundError:

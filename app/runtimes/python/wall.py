@@ -20,7 +20,8 @@ Linux gives the pieces; each is used where it is there, and `describe` says whic
   which sweeps it.
 - RLIMIT_FSIZE bounds the size of every file a run writes; RLIMIT_NPROC bounds its processes
   when the server is not root (a user namespace of its own makes the count the run's; the
-  kernel never applies it to uid 0).
+  kernel never applies it to uid 0); as root, a pids cgroup per child slot does (cgroup v1's
+  pids hierarchy, where it is mounted).
 
 Everything a child does here is prepared in the fork server: ctypes functions built and
 called once, structures made, and the ruleset itself built before the fork, so that the
@@ -221,6 +222,8 @@ class Wall:
         self.user_namespace = False  # each child in a user namespace of its own, for RLIMIT_NPROC
         self.notes: list[str] = []  # what could not be set up, and why
         self.proc_fd = -1
+        self.pids_root: str | None = None  # root: the pids cgroup folder of this fork server's children
+        self._pid_groups: set[int] = set()
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long
         self._rules: list[_PathBeneath] = []
@@ -266,12 +269,85 @@ class Wall:
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # needed by Landlock; and no setuid program gains anything
         if os.geteuid() == 0:
             self._mount_own_proc()
+        if self.max_processes and os.geteuid() == 0 and self.pids_root is None:
+            self._prepare_pids()  # before the capabilities go
         self._drop_capabilities()
         if self.max_processes and os.geteuid() != 0:
             self.user_namespace = self._probe_user_namespace()
-        elif self.max_processes:
-            self.notes.append("no per-run process limit: the kernel does not apply RLIMIT_NPROC to uid 0")
+        elif self.max_processes and self.pids_root is None:
+            self.notes.append("no per-run process limit: the kernel does not apply RLIMIT_NPROC to uid 0, "
+                              "and no pids cgroup could be made")
         self._prepare_rules()
+
+    # -- a pids cgroup per child (root): RLIMIT_NPROC never binds uid 0 ----------------------------
+
+    def _prepare_pids(self) -> bool:
+        """A folder of the pids controller (cgroup v1, where it is mounted on its own) for this
+        fork server's children: each child slot gets a group of its own, made once and reused,
+        with `pids.max`; a child is moved into its slot's group before its job comes."""
+        hierarchy = "/sys/fs/cgroup/pids"
+        if not os.path.isfile(f"{hierarchy}/cgroup.procs"):
+            return False
+        # One folder for every fork server, left in place: without capabilities a fork server can
+        # remove its own folder inside it, not one at the top of the hierarchy.
+        shared = f"{hierarchy}/flowmill"
+        root = f"{shared}/{os.getpid()}"
+        try:
+            os.makedirs(shared, 0o755, exist_ok=True)
+            _remove_stale_groups(shared)
+            os.mkdir(root, 0o755)
+        except OSError as error:
+            self.notes.append(f"no pids cgroup: {error.strerror}")
+            return False
+        self.pids_root = root
+        return True
+
+    def limit_processes(self, slot: int, pid: int) -> None:
+        """Put child `pid` in the group of `slot` (its processes and threads at most
+        `max_processes`, whatever it starts included); in the fork server, before the job."""
+        if self.pids_root is None:
+            return
+        group = f"{self.pids_root}/{slot}"
+        try:
+            if slot not in self._pid_groups:
+                os.mkdir(group, 0o755)
+                self._pid_groups.add(slot)
+                with open(f"{group}/pids.max", "w") as limit:
+                    limit.write(str(self.max_processes))
+            with open(f"{group}/cgroup.procs", "w") as procs:
+                procs.write(str(pid))
+        except OSError as error:
+            print(f"flowmill fork server: no process limit for a child: {error}", file=sys.stderr, flush=True)
+
+    def release_processes(self) -> None:
+        """Remove the groups (the fork server is going; its children are gone)."""
+        if self.pids_root is None:
+            return
+        import time
+
+        left = set(self._pid_groups)
+        deadline = time.monotonic() + 2.0
+        while True:
+            for slot in sorted(left):
+                try:
+                    os.rmdir(f"{self.pids_root}/{slot}")
+                    left.discard(slot)
+                except FileNotFoundError:
+                    left.discard(slot)
+                except OSError:
+                    pass  # busy: a killed child not reaped yet
+            if not left or time.monotonic() > deadline:
+                break
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+            except ChildProcessError:
+                pass
+            time.sleep(0.01)
+        try:
+            os.rmdir(self.pids_root)
+        except OSError as error:
+            print(f"flowmill fork server: cannot remove {self.pids_root}: {error}", file=sys.stderr, flush=True)
 
     def _mount_own_proc(self) -> None:
         libc = self.libc
@@ -424,9 +500,38 @@ class Wall:
         held.append("undumpable fork server")
         if self.user_namespace:
             held.append(f"at most {self.max_processes} processes a run")
+        elif self.pids_root is not None:
+            held.append(f"at most {self.max_processes} processes a run (a pids cgroup each)")
         if self.max_file_bytes:
             held.append(f"files up to {self.max_file_bytes // (1024 * 1024)} MiB")
         return "runs are walled off: " + ", ".join(held) + "".join(f"; {note}" for note in self.notes)
+
+
+def _remove_stale_groups(shared: str) -> None:
+    """The groups of fork servers that were killed before they could remove them (empty: their
+    processes died with them)."""
+    for name in os.listdir(shared):
+        if name.isdigit() and not _alive(int(name)):
+            folder = f"{shared}/{name}"
+            for slot in (entry for entry in os.listdir(folder) if entry.isdigit()):
+                try:
+                    os.rmdir(f"{folder}/{slot}")
+                except OSError:
+                    pass
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # not /proc: this fork server's own /proc hides other processes
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _capabilities() -> int:
