@@ -28,7 +28,7 @@ from app.api.bounds import check_depth
 from app.api.context import read_body
 from app.api.v1.jobs import result_response, run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized, Unavailable
-from app.security.signatures import ALWAYS_SECRET_HEADERS, Refused, secret_headers, verify_api_key, verify_basic, verify_hmac
+from app.security.signatures import ALWAYS_SECRET_HEADERS, Refused, verify_api_key, verify_basic, verify_hmac
 from app.server.access import bearer_token
 from app.services import Services
 from app.services.actor import Actor, at_least
@@ -204,7 +204,7 @@ async def serve_route(request: Request, rest: str) -> Any:
         actor = await _authenticate(request, services, found, raw, headers, {})
     query = dict(request.query_params)
     body = None if found.static is not None else _body(raw, headers, found.raw_body)
-    event = _event("http", found.path, path, request.method, body, raw, params, query, headers, secret_headers(found.auth))
+    event = _event("http", found.path, path, request.method, body, raw, params, query, headers, found.hidden_headers)
     if custom:  # the check sees the request whole, credentials included: judging them is its job
         actor = await _authenticate(request, services, found, raw, headers, {**event, "headers": headers})
     if found.static is not None:

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
-from app.security.signatures import SECRET_FIELDS, public_view, validate_auth
+from app.security.signatures import SECRET_FIELDS, public_view, secret_headers, validate_auth
 from app.security.vault import Vault
 from app.services.actor import Actor, at_least, now_ms, refuse_run_token
 from app.store.base import Database, Row, Statement
@@ -80,6 +80,7 @@ class Route:
     wrap_body: bool
     static: Static | None
     run_as: str  # who last created or changed it: its runs act as them
+    hidden_headers: frozenset[str]  # carried its secret or a caller's credentials: kept from its runs
 
 
 def normalise_path(path: str) -> str:
@@ -202,7 +203,7 @@ class Routes:
             method=row["method"], runnable=_runnable(row), request_type=row["request_type"], auth=auth,
             summary=row["summary"], raw_body=bool(row["raw_body"]), wrap_body=bool(row["wrap_body"]),
             static=Static(row["static_folder"], bool(row["static_website"])) if row["static_folder"] else None,
-            run_as=row["updated_by"],
+            run_as=row["updated_by"], hidden_headers=secret_headers(auth),
         )
 
     def changed(self) -> None:
