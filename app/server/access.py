@@ -35,8 +35,9 @@ async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id
     needed = handler.opt.get("role")
     workspace = scope["path_params"].get("workspace", DEFAULT_WORKSPACE)
     action = handler.opt.get("audit") or ""
+    status = getattr(handler, "status_code", None) or 200  # what it answers when it succeeds
     if needed is None:
-        return Actor(None, workspace, None, request_id=request_id, action=action)
+        return Actor(None, workspace, None, request_id=request_id, action=action, status=status)
     services = scope["litestar_app"].state.services
     run_id = run_token_exp = run_cap = None
     if not services.settings.auth:
@@ -45,12 +46,12 @@ async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id
         token = bearer_token(scope["headers"])
         if token is None:
             if needed == OPTIONAL:
-                return Actor(None, workspace, None, request_id=request_id, action=action)
+                return Actor(None, workspace, None, request_id=request_id, action=action, status=status)
             raise Unauthorized("this needs a token: Authorization: Bearer <token>")
         username, superadmin, role, run_id, run_token_exp, run_cap = await services.accounts.authenticate(token, workspace)
         if superadmin:
             role = "admin"
-    actor = Actor(username, workspace, role, superadmin, request_id, action, run_id, run_token_exp, run_cap)
+    actor = Actor(username, workspace, role, superadmin, request_id, action, run_id, run_token_exp, run_cap, status)
     scope["state"]["actor"] = actor  # known even when refused below, for the audit entry
     if superadmin and workspace != DEFAULT_WORKSPACE and not await services.accounts.workspace_exists(workspace):
         raise NotFound(f"no workspace {workspace}")

@@ -35,6 +35,7 @@ class Actor:
     run_id: str | None = None
     run_token_exp: int | None = None
     run_cap: str | None = None  # a run's token: the most it may hold
+    status: int = 200  # what the request answers when it succeeds, for its audit entry
 
 
 def refuse_run_token(actor: Actor, what: str) -> None:

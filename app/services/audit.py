@@ -18,11 +18,13 @@ INSERT = (
 MAX_PAGE = 200
 
 
-def entry(actor: Actor, target: str, outcome: str = "success", status: int = 200, action: str = "") -> Statement:
-    """The statement that records `actor` doing its action on `target`."""
+def entry(actor: Actor, target: str, outcome: str = "success", status: int | None = None, action: str = "") -> Statement:
+    """The statement that records `actor` doing its action on `target`, with the status the
+    request answers (by default its handler's success status: 201 for a create, 204 a delete)."""
     return Statement(
         INSERT,
-        (now_ms(), actor.workspace[:64], actor.username, (action or actor.action)[:100], target[:600], outcome, status,
+        (now_ms(), actor.workspace[:64], actor.username, (action or actor.action)[:100], target[:600], outcome,
+         actor.status if status is None else status,
          actor.request_id[:64]),
     )
 
