@@ -37,6 +37,7 @@ from typing import Any
 import msgspec
 
 from app.engine.logs import LogHub, LogSink
+from app.engine.masks import Masks, hide, hide_json
 from app.store.base import Database, Statement
 
 log = logging.getLogger("flowmill.executor")
@@ -141,11 +142,13 @@ class _Concurrency:
 
 
 class Executor:
-    def __init__(self, db: Database, run: RunFunction, capacity: int, hub: LogHub | None = None) -> None:
+    def __init__(self, db: Database, run: RunFunction, capacity: int, hub: LogHub | None = None,
+                 masks: Masks | None = None) -> None:
         self.db = db
         self.run = run
         self.capacity = capacity
         self.hub = hub or LogHub()
+        self.masks = masks or Masks()  # the secrets each run was given, kept out of what it leaves
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._waited: list[tuple[int, float, int, QueuedJob]] = []  # runs somebody waits for
         self._ready: list[tuple[int, float, int, QueuedJob]] = []  # the others
@@ -306,7 +309,8 @@ class Executor:
             if claimed.rowcount == 0:  # cancelled while queued, or another process took it
                 self._settle(job.id, None)
                 return
-        sink = LogSink(job.id, self.hub, self.db)
+        secrets = self.masks.of(job.id)
+        sink = LogSink(job.id, self.hub, self.db, secrets)
         if cancel.is_set():
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": "cancelled before it started"})
         else:
@@ -317,6 +321,8 @@ class Executor:
             except Exception as error:  # a fault of ours, not of the user's code
                 log.exception("run %s could not be carried out", job.id)
                 outcome = Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
+        if secrets:
+            outcome = _masked(outcome, secrets)
         retry = outcome.status in ("FAILED", "TIMED_OUT") and job.attempt < job.max_attempts and not cancel.is_set()
         if retry:
             delay = job.backoff_s * (2 ** (job.attempt - 1))
@@ -331,6 +337,7 @@ class Executor:
             return
         if outcome.status == "CANCELLED" and job.id in self._reasons:
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": self._reasons[job.id]})
+        self.masks.forget(job.id)
         statements = await sink.take_pending()
         statements.append(Statement(
             "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5",
@@ -349,6 +356,12 @@ class Executor:
 
     def queued(self) -> int:
         return len(self._waited) + len(self._ready)
+
+
+def _masked(outcome: Outcome, secrets: set[str]) -> Outcome:
+    """The outcome with the run's secrets masked in its result and its error."""
+    error = outcome.error and {k: hide(v, secrets) if isinstance(v, str) else v for k, v in outcome.error.items()}
+    return Outcome(outcome.status, None if outcome.result is None else hide_json(outcome.result, secrets), error)
 
 
 def _json(value: Any) -> str | None:

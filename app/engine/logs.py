@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from app.engine.masks import hide
 from app.store.base import Database, Statement
 
 RESULT_STREAM_PREFIX = "WM_STREAM: "
@@ -60,10 +61,11 @@ class LogHub:
 class LogSink:
     """Collects one run's lines and writes them in batches, in order."""
 
-    def __init__(self, job_id: str, hub: LogHub, db: Database) -> None:
+    def __init__(self, job_id: str, hub: LogHub, db: Database, secrets: set[str] | None = None) -> None:
         self.job_id = job_id
         self._hub = hub
         self._db = db
+        self._secrets = set() if secrets is None else secrets  # masked in every line (app.engine.masks)
         self._buffer: list[tuple[int, str, str]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._writing: asyncio.Task[None] | None = None  # the last batch's write: the next waits for it
@@ -74,6 +76,8 @@ class LogSink:
         (Windmill's `append_to_result_stream`) is text of the result stream."""
         if text.startswith(RESULT_STREAM_PREFIX):
             stream, text = "result", text[len(RESULT_STREAM_PREFIX):].replace("\\n", "\n")
+        if self._secrets:
+            text = hide(text, self._secrets)
         self._buffer.append((int(ts * 1000), stream, text))
         self.count += 1
         if len(self._buffer) >= FLUSH_LINES:

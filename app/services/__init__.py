@@ -8,6 +8,7 @@ import logging
 
 from app.config import Settings
 from app.engine.forkserver import ForkServer, ForkServerError, WallSettings
+from app.engine.masks import Masks
 from app.errors import StartupError
 from app.security.tokens import JwtCodec, load_signing_key
 from app.security.vault import Vault, load_master_key
@@ -104,13 +105,14 @@ async def build_services(settings: Settings, db: Database) -> Services:
     accounts = Accounts(db, jwt, settings.login_attempts_per_minute)
     await accounts.ensure_default_workspace()
     scripts = Scripts(db)
-    variables = Variables(db, vault)
-    credentials = Credentials(db, vault)
+    masks = Masks()  # the secrets each run was given (app.engine.masks)
+    variables = Variables(db, vault, masks)
+    credentials = Credentials(db, vault, masks)
     resources = Resources(db, variables, credentials)
     wall = wall_settings(settings)
     forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), wall=wall)
     lean_forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), lean=True, wall=wall)
-    jobs = Jobs(settings, db, scripts, resources, accounts, jwt, forkserver, lean_forkserver)
+    jobs = Jobs(settings, db, scripts, resources, accounts, jwt, forkserver, lean_forkserver, masks)
     return Services(
         settings=settings,
         db=db,

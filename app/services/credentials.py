@@ -10,10 +10,11 @@ import re
 import uuid
 from typing import Any
 
-from app.errors import BadRequest, Conflict, NotFound, TooLarge
+from app.engine.masks import Masks
+from app.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from app.security.vault import Vault
 from app.services import audit
-from app.services.actor import Actor, now_ms
+from app.services.actor import Actor, at_least, now_ms
 from app.store.base import Database, Row, Statement, UniqueViolation
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
@@ -42,9 +43,10 @@ def _check_value(value: str) -> bytes:
 
 
 class Credentials:
-    def __init__(self, db: Database, vault: Vault) -> None:
+    def __init__(self, db: Database, vault: Vault, masks: Masks) -> None:
         self.db = db
         self.vault = vault
+        self.masks = masks
 
     async def create(self, actor: Actor, name: str, value: str, description: str = "") -> dict[str, Any]:
         """Store a new secret; 409 if the name is taken in the workspace."""
@@ -105,6 +107,24 @@ class Credentials:
             Statement("DELETE FROM credential WHERE workspace_id = $1 AND id = $2", (actor.workspace, credential_id)),
             audit.entry(actor, f"credential:{current['name']}"),
         )
+
+    async def reveal(self, actor: Actor, name: str) -> str:
+        """The clear value of credential `name` for `actor` (the executor role at least: runs act
+        as one); a run it is revealed to has it masked in its logs, result and error."""
+        if not at_least(actor.role, "executor"):
+            raise Forbidden("reading a credential needs the executor role")
+        value = await self.resolve(actor.workspace, name)
+        self.masks.learn(actor.run_id, value)
+        return value
+
+    async def reveal_to_run(self, actor: Actor, name: str) -> str:
+        """The value for a run's own code (`flowmill.get_credential`): only a run's token gets
+        it, never a person's, and each reading is in the audit log."""
+        if actor.run_id is None:
+            raise Forbidden("a credential's value is given only to runs (flowmill.get_credential inside a script)")
+        value = await self.reveal(actor, name)
+        await self.db.write(audit.entry(actor, f"credential:{name}", action="credential.read"))
+        return value
 
     async def resolve(self, workspace: str, name: str) -> str:
         """The clear value of credential `name`, for the engine only."""

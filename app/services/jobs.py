@@ -34,6 +34,7 @@ from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_m
 from app.engine.forkserver import ChildJob, ForkServer
 from app.runtimes.python.child import compile_script, is_light
 from app.engine.logs import LogSink
+from app.engine.masks import Masks
 from app.errors import BadRequest, NotFound, TooLarge, Unavailable
 from app.ids import random_uuid
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
@@ -140,7 +141,7 @@ def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings,
 class Jobs:
     def __init__(
         self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, accounts: Accounts, jwt: JwtCodec,
-        forkserver: ForkServer, lean_forkserver: ForkServer,
+        forkserver: ForkServer, lean_forkserver: ForkServer, masks: Masks,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -150,7 +151,7 @@ class Jobs:
         self.jwt = jwt
         self.forkserver = forkserver
         self.lean_forkserver = lean_forkserver  # for scripts that import only light modules
-        self.executor = Executor(db, self.run_script, capacity=2 * settings.workers)
+        self.executor = Executor(db, self.run_script, capacity=2 * settings.workers, masks=masks)
         self.cache_dir = settings.home / "cache" / "python"
         self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
@@ -489,7 +490,8 @@ class Jobs:
         args = msgspec.json.decode(run.args)
         if run.refs:
             try:
-                args = await self.resources.resolve_args(Actor(run.created_by, job.workspace, role), args)
+                # As the run (its id): the secrets it is given are masked in what it leaves.
+                args = await self.resources.resolve_args(Actor(run.created_by, job.workspace, role, run_id=job.id), args)
             except UnreadableReference as error:
                 return Outcome("FAILED", error={"name": "UnreadableReference", "message": error.message})
         try:

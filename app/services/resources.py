@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from app.errors import BadRequest, Conflict, FlowmillError, Forbidden, NotFound, TooLarge
+from app.errors import BadRequest, Conflict, FlowmillError, NotFound, TooLarge
 from app.services import audit
-from app.services.actor import Actor, at_least, now_ms
+from app.services.actor import Actor, now_ms
 from app.services.credentials import Credentials
 from app.services.scripts import check_path
 from app.services.variables import Variables
@@ -119,9 +119,7 @@ class Resources:
             if value.startswith("$res:"):
                 return await self.value(actor, value[5:], True, _depth)
             if value.startswith("$cred:"):
-                if not at_least(actor.role, "executor"):
-                    raise Forbidden("reading a credential needs the executor role")
-                return await self.credentials.resolve(actor.workspace, value[6:])
+                return await self.credentials.reveal(actor, value[6:])
             return value
         if isinstance(value, list):
             return [await self.resolve(actor, item, _depth) for item in value]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.engine.masks import Masks
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from app.security.vault import Vault
 from app.services import audit
@@ -31,9 +32,10 @@ _COLUMNS = "path, value, ciphertext, is_secret, description, updated_by, created
 
 
 class Variables:
-    def __init__(self, db: Database, vault: Vault) -> None:
+    def __init__(self, db: Database, vault: Vault, masks: Masks) -> None:
         self.db = db
         self.vault = vault
+        self.masks = masks
 
     def _stored(self, workspace: str, path: str, value: str, secret: bool) -> tuple[str, bytes | None]:
         if len(value.encode()) > MAX_VALUE_BYTES:
@@ -69,13 +71,16 @@ class Variables:
         return _public(await self._row(workspace, path))
 
     async def value(self, actor: Actor, path: str) -> str:
-        """The clear value; a secret's needs at least the executor role (scripts run as one)."""
+        """The clear value; a secret's needs at least the executor role (scripts run as one), and
+        a run that reads it has it masked in what it leaves behind."""
         row = await self._row(actor.workspace, path)
         if not row["is_secret"]:
             return row["value"]
         if not at_least(actor.role, "executor"):
             raise Forbidden("reading a secret variable needs the executor role")
-        return self.vault.decrypt(bytes(row["ciphertext"]), identity(actor.workspace, path)).decode()
+        value = self.vault.decrypt(bytes(row["ciphertext"]), identity(actor.workspace, path)).decode()
+        self.masks.learn(actor.run_id, value)
+        return value
 
     async def list(self, workspace: str, prefix: str = "") -> list[dict[str, Any]]:
         rows = await self.db.fetch(

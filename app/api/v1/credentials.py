@@ -42,6 +42,18 @@ async def create_credential(request: Request, data: CredentialIn) -> CredentialO
     return CredentialOut(**await services.credentials.create(actor, data.name, data.value, data.description))
 
 
+class CredentialValue(msgspec.Struct):
+    value: str
+
+
+@get("/credentials/value/{name:str}", opt={"role": "executor"})
+async def read_credential_value(request: Request, name: str) -> CredentialValue:
+    """A credential's value, for a run's own code only (its `WM_TOKEN`): masked in that run's
+    logs and result, and recorded in the audit log."""
+    services, actor = context(request)
+    return CredentialValue(await services.credentials.reveal_to_run(actor, name))
+
+
 @get("/credentials/{credential_id:str}", opt={"role": "viewer"})
 async def get_credential(request: Request, credential_id: str) -> CredentialOut:
     services, actor = context(request)
@@ -61,4 +73,4 @@ async def delete_credential(request: Request, credential_id: str) -> None:
     await services.credentials.delete(actor, credential_id)
 
 
-HANDLERS = [list_credentials, create_credential, get_credential, update_credential, delete_credential]
+HANDLERS = [list_credentials, create_credential, read_credential_value, get_credential, update_credential, delete_credential]

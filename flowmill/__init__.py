@@ -1,0 +1,84 @@
+"""What a script imports to reach Flowmill from inside a run: `import flowmill`.
+
+    import flowmill
+
+    def main():
+        token = flowmill.get_credential("API_TOKEN")   # a credential's value
+        db = flowmill.get_resource("f/demo/db")         # a resource, references resolved
+        url = flowmill.get_variable("f/demo/url")       # a variable (a secret one too)
+
+Inside a run it acts as the run (`WM_BASE_URL`, `WM_TOKEN`, `WM_WORKSPACE`, which Flowmill
+sets), with the run's rights: a secret needs the executor role. Every secret a run is given
+is masked (`***`) in the run's log, result and error. Outside a run, `FLOWMILL_URL`,
+`FLOWMILL_TOKEN` and `FLOWMILL_WORKSPACE` say where and who (a person's token reads variables
+and resources; a credential's value is given only to runs).
+
+It needs nothing beyond the standard library, so it costs a script no dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+__all__ = ["FlowmillError", "get_credential", "get_resource", "get_variable"]
+
+TIMEOUT_S = 30.0
+
+
+class FlowmillError(Exception):
+    """The server refused or failed a call: `status` is its HTTP status, `code` its error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({status} {code})")
+        self.status, self.code, self.message = status, code, message
+
+
+def get_credential(name: str) -> str:
+    """The value of credential `name` of the run's workspace."""
+    return _get(f"credentials/value/{_quote(name)}")["value"]
+
+
+def get_variable(path: str) -> str:
+    """The value of the variable at `path` (e.g. `f/demo/url`)."""
+    return _get(f"variables/value/{_quote(path)}")
+
+
+def get_resource(path: str, interpolate: bool = True) -> Any:
+    """The value of the resource at `path`, with its `$var:`/`$res:`/`$cred:` references
+    resolved unless `interpolate` is False."""
+    return _get(f"resources/value/{_quote(path)}" + ("" if interpolate else "?interpolate=false"))
+
+
+def _quote(path: str) -> str:
+    return urllib.parse.quote(path.strip("/"), safe="/")
+
+
+def _where() -> tuple[str, str, str]:
+    """(base URL, token, workspace): the run's, else the FLOWMILL_* ones."""
+    env = os.environ
+    base = env.get("WM_BASE_URL") or env.get("FLOWMILL_URL") or "http://127.0.0.1:8080"
+    token = env.get("WM_TOKEN") or env.get("FLOWMILL_TOKEN") or ""
+    workspace = env.get("WM_WORKSPACE") or env.get("FLOWMILL_WORKSPACE") or "main"
+    return base.rstrip("/"), token, workspace
+
+
+def _get(tail: str) -> Any:
+    base, token, workspace = _where()
+    prefix = "/api/v1" if workspace == "main" else f"/api/v1/w/{urllib.parse.quote(workspace, safe='')}"
+    request = urllib.request.Request(f"{base}{prefix}/{tail}", headers={"Accept": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        try:
+            body = json.loads(error.read()).get("error", {})
+        except (ValueError, AttributeError):
+            body = {}
+        raise FlowmillError(error.code, body.get("code", "error"), body.get("message", error.reason)) from None
