@@ -112,6 +112,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
     wall = wall_settings(settings)
     forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), wall=wall)
     lean_forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), lean=True, wall=wall)
+    instance = InstanceSettings(db)
     jobs = Jobs(settings, db, scripts, resources, accounts, jwt, forkserver, lean_forkserver, masks)
     return Services(
         settings=settings,
@@ -127,8 +128,8 @@ async def build_services(settings: Settings, db: Database) -> Services:
         jobs=jobs,
         forkserver=forkserver,
         lean_forkserver=lean_forkserver,
-        routes=Routes(db, vault),
+        routes=Routes(db, vault, instance),
         static=StaticFiles(db),
         triggers=Triggers(db, vault, jobs),
-        instance=InstanceSettings(db),
+        instance=instance,
     )

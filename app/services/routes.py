@@ -25,11 +25,11 @@ from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.security.signatures import SECRET_FIELDS, public_view, secret_headers, validate_auth
 from app.security.vault import Vault
 from app.services.actor import Actor, at_least, now_ms, refuse_run_token
+from app.services.instance import ROUTE_WORKSPACE_PREFIX, InstanceSettings
 from app.store.base import Database, Row, Statement
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 REQUEST_TYPES = ("sync", "async", "sync_sse")
-PREFIX_SETTING = "routes.workspace_prefix"
 MAX_PATH = 600
 _SEGMENT = re.compile(r"^(:[A-Za-z_][A-Za-z0-9_]{0,63}|[A-Za-z0-9_.~@+-]{1,255})$")
 _COLUMNS = (
@@ -173,9 +173,10 @@ def _bind(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
 
 
 class Routes:
-    def __init__(self, db: Database, vault: Vault) -> None:
+    def __init__(self, db: Database, vault: Vault, instance: InstanceSettings) -> None:
         self.db = db
         self.vault = vault
+        self.instance = instance
         self._table: RouteTable | None = None
         self._loaded = 0.0
         # One process owns a SQLite database, so its own changes are all there is to see.
@@ -210,15 +211,12 @@ class Routes:
         self._table = None
 
     async def prefixed(self) -> bool:
-        value = await self.db.fetchval("SELECT value FROM instance_setting WHERE key = $1", PREFIX_SETTING)
-        return value == "true"
+        return await self.instance.flag(ROUTE_WORKSPACE_PREFIX)
 
     async def set_prefixed(self, actor: Actor, on: bool) -> None:
         """Serve routes under /api/r/{workspace}/... (on) or not; 409 when the paths of two
         workspaces would then collide."""
-        if not actor.superadmin:
-            raise Forbidden("only an instance admin changes instance settings")
-        refuse_run_token(actor, "change instance settings")
+        switch = self.instance.set_flag(actor, ROUTE_WORKSPACE_PREFIX, on)
         rows = await self.db.fetch("SELECT id, workspace_id, path, method, static_folder FROM route")
         if not on:
             for i, row in enumerate(rows):
@@ -234,11 +232,7 @@ class Routes:
             Statement("UPDATE route SET route_key = $1 WHERE id = $2", (f"!{row['id']}", row["id"])) for row in rows
         ]  # first out of the way of each other, then the keys of the new mode
         statements += [Statement("UPDATE route SET route_key = $1 WHERE id = $2", (key[0], id_)) for key, id_ in seen.items()]
-        statements.append(Statement(
-            "INSERT INTO instance_setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
-            (PREFIX_SETTING, "true" if on else "false"),
-        ))
-        await self.db.write(*statements)
+        await self.db.write(*statements, switch)
         self.changed()
 
     # -- managing ---------------------------------------------------------------------------------
