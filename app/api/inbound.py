@@ -26,7 +26,8 @@ from litestar.response import ServerSentEvent
 
 from app.api.bounds import check_depth
 from app.api.context import read_body
-from app.api.v1.jobs import result_response, run_events
+from app.api.respond import route_answer
+from app.api.v1.jobs import run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized, Unavailable
 from app.security.signatures import ALWAYS_SECRET_HEADERS, Refused, verify_api_key, verify_basic, verify_hmac
 from app.server.access import bearer_token
@@ -181,7 +182,16 @@ async def _authenticate(request: Request, services: Services, route: Route, raw:
     return await _identity(services, route.run_as, route.workspace, request)
 
 
-@route("/api/r/{rest:path}", http_method=list(METHODS), opt={"audit": False}, include_in_schema=False)
+class CorsRefused(FlowmillError):
+    """A CORS preflight from an origin, or for a method, the route does not allow: not an ok
+    status, so the browser fails the preflight (Fetch), and the envelope says why to whoever
+    reads it."""
+
+    status = 403
+    code = "cors_refused"
+
+
+@route("/api/r/{rest:path}", http_method=[*METHODS, "OPTIONS"], opt={"audit": False}, include_in_schema=False)
 async def serve_route(request: Request, rest: str) -> Any:
     """Serve a request to one of the workspace's HTTP routes."""
     services: Services = request.app.state.services
@@ -195,8 +205,45 @@ async def serve_route(request: Request, rest: str) -> Any:
         raise NotFound("no route at this path")
     found = by_method.get(request.method)
     if found is None:
+        if request.method == "OPTIONS":
+            return _preflight(request, by_method)
         allowed = ", ".join(sorted(by_method))
         raise MethodNotAllowed(f"this route answers {allowed}", {"allowed": sorted(by_method)}, {"Allow": allowed})
+    if found.cors is None:
+        return await _serve(request, services, found, rest, path, params, tail)
+    origin = request.headers.get("origin")
+    if not found.cors.allows(origin):
+        return await _serve(request, services, found, rest, path, params, tail)
+    assert origin is not None
+    cors = found.cors.headers_for(origin)
+    try:
+        answer = await _serve(request, services, found, rest, path, params, tail)
+    except FlowmillError as error:  # a refusal (401), a failed run (422): a page of that origin may read it too
+        error.headers = {**(error.headers or {}), **cors}
+        raise
+    answer.headers.update(cors)
+    return answer
+
+
+def _preflight(request: Request, by_method: dict[str, Route]) -> Response[bytes]:
+    """A CORS preflight, answered by the settings of the route it asks about, before any auth
+    or run; an OPTIONS that is not one, or asks about a route without CORS, is a 405."""
+    origin = request.headers.get("origin")
+    method = request.headers.get("access-control-request-method")
+    target = by_method.get(method) if origin and method else None
+    if target is None or target.cors is None:
+        allowed = ", ".join(sorted(by_method))
+        raise MethodNotAllowed(f"this route answers {allowed}", {"allowed": sorted(by_method)}, {"Allow": allowed})
+    assert origin is not None and method is not None
+    headers = target.cors.preflight(origin, method, request.headers.get("access-control-request-headers"))
+    if headers is None:
+        raise CorsRefused(f"this route does not allow {method} requests from {origin[:100]}", None, {"vary": "Origin"})
+    return Response(b"", status_code=204, headers=headers)
+
+
+async def _serve(request: Request, services: Services, found: Route, rest: str, path: str, params: dict[str, str],
+                 tail: str) -> Any:
+    """Authenticate the request to `found` and answer it."""
     raw = await read_body(request, services.settings.max_body_bytes)
     headers = _headers(request)
     custom = found.auth["kind"] == "custom"  # the one scheme that needs the event: it decides on it
@@ -217,7 +264,7 @@ async def serve_route(request: Request, rest: str) -> Any:
     script = found.runnable.path
     if found.request_type == "sync":
         job_id, outcome = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event)
-        return result_response(job_id, outcome, 200)
+        return route_answer(job_id, outcome)
     job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event)
     if found.request_type == "async":
         return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})

@@ -46,6 +46,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from app.runtimes import response
 from app.runtimes.python.wall import IS_LINUX, WALL, Wall, orphans, within
 
 # -- what a run is, and the frames that carry it ------------------------------------------------
@@ -328,6 +329,16 @@ def _to_json(value: Any) -> Any:
 
 
 _result_encoder = msgspec.json.Encoder(enc_hook=_to_json)
+_ENCODINGS = response.NAMES["content_transfer_encoding"]
+
+
+def _mark_bytes(value: Any) -> Any:
+    """A response object whose body is `bytes`: JSON carries them as base64 text, so say so
+    (`flowmill_content_transfer_encoding: base64`) and its route answers the bytes themselves."""
+    if (type(value) is dict and isinstance(value.get(response.BODY), (bytes, bytearray))
+            and not any(name in value for name in _ENCODINGS) and not response.ALL_NAMES.isdisjoint(value)):
+        return {**value, _ENCODINGS[0]: response.BASE64}
+    return value
 
 
 def _encode_result(value: Any, limit: int) -> Finished | Failed:
@@ -369,7 +380,7 @@ def _execute(job: ChildJob, filename: str) -> Finished | Failed:
         if isinstance(error, MemoryError):
             module.__dict__.clear()  # what the script keeps globally: formatting the error needs memory
         return _failure_of(error, filename)
-    return _encode_result(result, job.max_result_bytes)
+    return _encode_result(_mark_bytes(result), job.max_result_bytes)
 
 
 def _flush_output(libc: ctypes.CDLL) -> None:
