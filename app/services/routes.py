@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
+from app.services.cors import Cors, CorsPolicy, checked_cors
 from app.security.signatures import SECRET_FIELDS, public_view, secret_headers, validate_auth
 from app.security.vault import Vault
 from app.services.actor import Actor, at_least, now_ms, refuse_run_token
@@ -34,7 +35,7 @@ MAX_PATH = 600
 _SEGMENT = re.compile(r"^(:[A-Za-z_][A-Za-z0-9_]{0,63}|[A-Za-z0-9_.~@+-]{1,255})$")
 _COLUMNS = (
     "id, workspace_id, path, method, runnable_kind, runnable_path, request_type, auth, auth_secret, summary, "
-    "description, raw_body, wrap_body, static_folder, static_website, created_by, created_at, updated_by, updated_at"
+    "description, raw_body, wrap_body, static_folder, static_website, cors, created_by, created_at, updated_by, updated_at"
 )
 
 
@@ -61,6 +62,7 @@ class RouteSpec(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     raw_body: bool = False
     wrap_body: bool = False
     static: Static | None = None
+    cors: Cors | None = None  # which other origins' pages may call it (none: no CORS answers)
 
 
 @dataclasses.dataclass
@@ -81,6 +83,7 @@ class Route:
     static: Static | None
     run_as: str  # who last created or changed it: its runs act as them
     hidden_headers: frozenset[str]  # carried its secret or a caller's credentials: kept from its runs
+    cors: CorsPolicy | None = None
 
 
 def normalise_path(path: str) -> str:
@@ -205,6 +208,7 @@ class Routes:
             summary=row["summary"], raw_body=bool(row["raw_body"]), wrap_body=bool(row["wrap_body"]),
             static=Static(row["static_folder"], bool(row["static_website"])) if row["static_folder"] else None,
             run_as=row["updated_by"], hidden_headers=secret_headers(auth),
+            cors=CorsPolicy.of(msgspec.json.decode(row["cors"])) if row["cors"] else None,
         )
 
     def changed(self) -> None:
@@ -259,7 +263,7 @@ class Routes:
             values = self._values(spec, auth, secret, route_id)
             statements.append(Statement(
                 f"INSERT INTO route ({_COLUMNS}, route_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-                "$13, $14, $15, $16, $17, $16, $17, $18)",
+                "$13, $14, $15, $16, $17, $18, $17, $18, $19)",
                 (route_id, actor.workspace, path, spec.method, *values, actor.username or "", now_ms(),
                  route_key(actor.workspace, path, prefixed)),
             ))
@@ -298,7 +302,7 @@ class Routes:
             await self._write_unique([Statement(
                 "UPDATE route SET method = $1, runnable_kind = $2, runnable_path = $3, request_type = $4, auth = $5, "
                 "auth_secret = $6, summary = $7, description = $8, raw_body = $9, wrap_body = $10, static_folder = $11, "
-                "static_website = $12, updated_by = $13, updated_at = $14 WHERE id = $15",
+                "static_website = $12, cors = $13, updated_by = $14, updated_at = $15 WHERE id = $16",
                 (spec.method, *values, actor.username or "", now_ms(), route_id),
             )], f"{spec.method} {row['path']}")
         return await self.get(actor.workspace, route_id)
@@ -350,6 +354,8 @@ class Routes:
                 raise BadRequest("static files are served with GET")
             if not spec.static.folder or ".." in spec.static.folder.split("/"):
                 raise BadRequest("static.folder is not a folder name")
+        if spec.cors is not None:
+            checked_cors(spec.cors, spec.method)
         if len(spec.summary) > 1000 or len(spec.description) > 10_000:
             raise BadRequest("summary is at most 1,000 characters, description 10,000")
         auth = dict(spec.auth)
@@ -369,6 +375,7 @@ class Routes:
             spec.request_type, msgspec.json.encode(auth).decode(), sealed, spec.summary, spec.description,
             int(spec.raw_body), int(spec.wrap_body), spec.static.folder.strip("/") if spec.static else None,
             int(spec.static.website) if spec.static else 0,
+            msgspec.json.encode(checked_cors(spec.cors, spec.method)).decode() if spec.cors else None,
         )
 
 
@@ -385,6 +392,7 @@ def route_view(row: Row) -> dict[str, Any]:
         "requestType": row["request_type"], "auth": msgspec.json.decode(row["auth"]), "summary": row["summary"],
         "description": row["description"], "rawBody": bool(row["raw_body"]), "wrapBody": bool(row["wrap_body"]),
         "static": {"folder": row["static_folder"], "website": bool(row["static_website"])} if row["static_folder"] else None,
+        "cors": msgspec.json.decode(row["cors"]) if row["cors"] else None,
         "createdBy": row["created_by"], "createdAt": row["created_at"], "updatedBy": row["updated_by"],
         "updatedAt": row["updated_at"], "runAs": row["updated_by"],
     }

@@ -220,6 +220,7 @@ class Route(Table, tablename="route"):
     wrap_body = Integer(default=0)
     static_folder = Varchar(length=255, null=True, default=None)
     static_website = Integer(default=0)
+    cors = Text(null=True, default=None)  # JSON of the CORS settings, or none
     created_by = Varchar(length=64)
     created_at = BigInt()
     updated_by = Varchar(length=64)
