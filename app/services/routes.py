@@ -22,10 +22,10 @@ from typing import Any
 import msgspec
 
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
-from app.services.cors import Cors, CorsPolicy, checked_cors
 from app.security.signatures import SECRET_FIELDS, public_view, secret_headers, validate_auth
 from app.security.vault import Vault
 from app.services.actor import Actor, at_least, now_ms, refuse_run_token
+from app.services.cors import Cors, CorsPolicy, checked_cors
 from app.services.instance import ROUTE_WORKSPACE_PREFIX, InstanceSettings
 from app.store.base import Database, Row, Statement
 
