@@ -209,8 +209,9 @@ class Triggers:
             raise BadRequest("a trigger runs a script (flows cannot be attached until flows exist)")
         path = spec.runnable.path.strip("/")
         version = await self.jobs.scripts.latest(actor.workspace, path)  # NotFound when there is no such script
-        if spec.kind == "schedule":
-            # Its references resolve at each tick, with the rights its editor has then.
+        if spec.kind == "schedule" and spec.enabled:
+            # Its references resolve at each tick, with the rights its editor has then. A
+            # disabled one is not checked: one whose script changed can be switched off as it is.
             self.jobs.arguments.check(version, spec.args, refs=True)
         if spec.catch_up not in CATCH_UP:
             raise BadRequest(f"catchUp must be one of {', '.join(CATCH_UP)}")
