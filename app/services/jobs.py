@@ -84,7 +84,7 @@ def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
 
-_VIEW_COLUMNS = f"{_JOB_COLUMNS}, event"
+_VIEW_COLUMNS = f"{_JOB_COLUMNS}, event"  # one job's view: with the event its preprocessor got
 
 
 def job_view(row: Row) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def job_view(row: Row) -> dict[str, Any]:
         "created_at": row["created_at"], "scheduled_for": row["scheduled_for"], "started_at": started,
         "finished_at": finished, "duration_ms": finished - started if started and finished else None,
         "priority": row["priority"], "attempt": row["attempt"], "progress": row["progress"],
-        "event": _decode(row["event"]),
+        "event": None,  # read with one job only (`Jobs.get`): an event may be as large as a request
     }
 
 
@@ -451,7 +451,7 @@ class Jobs:
         row = await self.db.fetchrow(f"SELECT {_VIEW_COLUMNS} FROM job WHERE id = $1 AND workspace_id = $2", job_id, workspace)
         if row is None:
             raise NotFound(f"no job {job_id}")
-        return job_view(row)
+        return {**job_view(row), "event": _decode(row["event"])}
 
     async def list(
         self, workspace: str, status: str | None = None, path: str | None = None, trigger: str | None = None,
@@ -473,7 +473,7 @@ class Jobs:
             clauses.append(f"(created_at < ${len(args) - 1} OR (created_at = ${len(args) - 1} AND id < ${len(args)}))")
         limit = max(1, min(limit, MAX_PAGE))
         rows = await self.db.fetch(
-            f"SELECT {_VIEW_COLUMNS} FROM job WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
+            f"SELECT {_JOB_COLUMNS} FROM job WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
             *args,
         )
         items = [job_view(r) for r in rows[:limit]]

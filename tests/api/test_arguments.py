@@ -225,7 +225,7 @@ def test_a_preprocessor_run_records_mains_arguments_and_keeps_the_event(server: 
     assert job["args"] == {"n": 5, "who": "ann"}
     assert job["event"]["kind"] == "http" and job["event"]["query"] == {"n": "5"} and job["event"]["params"] == {"who": "ann"}
     listed = api.get("/api/v1/jobs", params={"path": "f/a/pre_ok"}).json()["items"][0]
-    assert listed["args"] == {"n": 5, "who": "ann"} and listed["event"]["params"] == {"who": "ann"}
+    assert listed["args"] == {"n": 5, "who": "ann"} and listed["event"] is None  # an event may be large: one job's view
     later = httpx.get(f"{server.url}/api/r/args/pre_ok/bob?n=x")  # the preprocessor itself fails: no args to record
     assert later.status_code == 422
     assert api.get(f"/api/v1/jobs/{later.headers['x-job-id']}").json()["event"]["params"] == {"who": "bob"}

@@ -72,7 +72,8 @@ class JobOut(msgspec.Struct, rename="camel"):
     priority: int
     attempt: int
     progress: int | None
-    # What the trigger's event was, for a script with a preprocessor (which made `args` from it).
+    # The trigger's event, for a script with a preprocessor (which made `args` from it); only in
+    # GET /jobs/{id}, null in lists.
     event: Any = None
 
 
