@@ -183,11 +183,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a script on the server, printing its log lines as they come, then its result."""
     import json
 
-    from app.client import parse_arg
+    from app.client import parse_args
 
-    body = dict(parse_arg(a) for a in args.arg)
+    body = parse_args(args.arg)
     with _client(args) as client:
-        created = client.call("POST", f"/jobs/run/p/{args.path}", json=body, headers={"X-Flowmill-Trigger": "cli"})
+        created = client.call("POST", f"/jobs/run/p/{args.path}", json=body,
+                              headers={"X-Flowmill-Trigger": "cli", "X-Flowmill-Args": "text"})
         for _event, line in client.events(f"/jobs/{created['id']}/logs/stream"):
             if _event == "log":
                 print(line, file=sys.stderr)
@@ -317,7 +318,8 @@ def parser() -> argparse.ArgumentParser:
                                           "result as JSON on stdout; exit 1 if the run does not succeed.")
     run.add_argument("path", help="the script's path, e.g. f/demo/hello")
     run.add_argument("--arg", action="append", default=[], metavar="K=V",
-                     help="an argument of main (repeatable); V is read as JSON when it is JSON, else as text")
+                     help="an argument of main (repeat a key for a list); V is text, converted by the server "
+                          "to the type main declares (n=3 is an int for `n: int`, a string for `n: str`)")
     _remote_flags(run, "the server that runs the script", "the workspace that holds the script")
     run.set_defaults(run=cmd_run)
 

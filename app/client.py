@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,12 +84,17 @@ class Client:
                     data.append(line[5:].removeprefix(" "))
 
 
-def parse_arg(text: str) -> tuple[str, Any]:
-    """`k=v` with v read as JSON when it is JSON (`n=3`, `flag=true`, `x={"a":1}`), else a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ApiError(f"an argument is key=value, not {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
+def parse_args(pairs: list[str]) -> dict[str, str | list[str]]:
+    """`k=v` pairs as text, the server converting each to the type main declares (as it
+    converts a query string); a key given more than once is the list of its values."""
+    args: dict[str, str | list[str]] = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise ApiError(f"an argument is key=value, not {text!r}")
+        if key not in args:
+            args[key] = value
+        else:
+            before = args[key]
+            args[key] = [*before, value] if isinstance(before, list) else [before, value]
+    return args

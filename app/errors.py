@@ -38,6 +38,13 @@ class BadRequest(FlowmillError):
     code = "bad_request"
 
 
+class InvalidArguments(BadRequest):
+    """A run's arguments do not fit its script's `main`: details `{"fields": [names],
+    "errors": [{"field", "message"}]}`, where `field` says where inside an argument."""
+
+    code = "invalid_arguments"
+
+
 class Unauthorized(FlowmillError):
     status = 401
     code = "unauthorized"

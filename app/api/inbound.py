@@ -108,16 +108,32 @@ def _event(kind: str, route_path: str, path: str, method: str, body: Any, raw: b
     }
 
 
-def _args(body: Any, raw: bytes, params: dict[str, str], query: dict[str, str], wrap: bool, raw_body: bool) -> dict[str, Any]:
+def _args(body: Any, raw: bytes, params: dict[str, str], query: dict[str, str | list[str]], wrap: bool, raw_body: bool,
+          form: bool) -> tuple[dict[str, Any], frozenset[str]]:
     """main's arguments without a preprocessor: the body's keys (or `body` when wrapped or not an
-    object), the raw text as `raw_string` when asked, the query's keys, the path parameters."""
+    object), the raw text as `raw_string` when asked, the query's keys, the path parameters; and
+    the names of those that came as text (the query's, the path's, a form's), which are
+    converted to main's types."""
     args = dict(body) if isinstance(body, dict) and not wrap else {"body": body}
+    text = set(args) if form and not wrap else set()
     if raw_body:
         args["raw_string"] = raw.decode("utf-8", "replace")
     for key, value in query.items():
-        args.setdefault(key, value)
+        if key not in args:
+            args[key] = value
+            text.add(key)
     args.update(params)
-    return args
+    text.update(params)
+    return args, frozenset(text)
+
+
+def _query_args(request: Request) -> dict[str, str | list[str]]:
+    """The query as main's arguments: a key given more than once is the list of its values."""
+    return {key: values[0] if len(values) == 1 else values for key, values in request.query_params.dict().items()}
+
+
+def _is_form(headers: dict[str, str]) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
 
 
 async def _identity(services: Services, username: str, workspace: str, request: Request) -> Actor:
@@ -259,13 +275,13 @@ async def _serve(request: Request, services: Services, found: Route, rest: str, 
     if found.runnable is None:
         raise NoRunnable(f"the route {found.method} {found.path} has no script attached yet")
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="route", outcome="accepted")
-    args = _args(body, raw, params, query, found.wrap_body, found.raw_body)
+    args, text = _args(body, raw, params, _query_args(request), found.wrap_body, found.raw_body, _is_form(headers))
     trigger = Trigger("route", f"{found.method} {found.path}")
     script = found.runnable.path
     if found.request_type == "sync":
-        job_id, outcome = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event)
+        job_id, outcome = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event, text=text)
         return route_answer(job_id, outcome)
-    job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event)
+    job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event, text=text)
     if found.request_type == "async":
         return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
     return _EventStream(run_events(services, found.workspace, job_id), headers={"x-job-id": job_id},
@@ -311,9 +327,10 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
     query = {k: v for k, v in request.query_params.items() if k != "secret"}
     event = _event("webhook", key, key, request.method, body, raw, {}, query, headers, _WEBHOOK_HIDDEN)
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")
-    args = _args(body, raw, {}, {}, wrap=False, raw_body=False)
+    args, text = _args(body, raw, {}, {}, wrap=False, raw_body=False, form=_is_form(headers))
     actor = await _identity(services, webhook.run_as, webhook.workspace, request)
-    job_id = await services.jobs.enqueue(actor, args, Trigger("webhook", webhook.id), path=webhook.path, event=event)
+    job_id = await services.jobs.enqueue(actor, args, Trigger("webhook", webhook.id), path=webhook.path, event=event,
+                                         text=text)
     return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
 
 

@@ -74,6 +74,7 @@ class Outcome:
     status: str  # one of FINAL
     result: str | None = None  # JSON text
     error: dict[str, Any] | None = None
+    args: str | None = None  # JSON text: what main got, when not the run's arguments (a preprocessor made them)
 
 
 class CancelToken:
@@ -339,10 +340,16 @@ class Executor:
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": self._reasons[job.id]})
         self.masks.forget(job.id)
         statements = await sink.take_pending()
-        statements.append(Statement(
-            "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5",
-            (outcome.status, outcome.result, _json(outcome.error), now_ms(), job.id),
-        ))
+        if outcome.args is None:
+            statements.append(Statement(
+                "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5",
+                (outcome.status, outcome.result, _json(outcome.error), now_ms(), job.id),
+            ))
+        else:
+            statements.append(Statement(
+                "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, args = $5 WHERE id = $6",
+                (outcome.status, outcome.result, _json(outcome.error), now_ms(), outcome.args, job.id),
+            ))
         await self.db.write(*statements)
         self._settle(job.id, outcome)
 
@@ -361,7 +368,8 @@ class Executor:
 def _masked(outcome: Outcome, secrets: set[str]) -> Outcome:
     """The outcome with the run's secrets masked in its result and its error."""
     error = outcome.error and {k: hide(v, secrets) if isinstance(v, str) else v for k, v in outcome.error.items()}
-    return Outcome(outcome.status, None if outcome.result is None else hide_json(outcome.result, secrets), error)
+    return Outcome(outcome.status, None if outcome.result is None else hide_json(outcome.result, secrets), error,
+                   None if outcome.args is None else hide_json(outcome.args, secrets))
 
 
 def _json(value: Any) -> str | None:

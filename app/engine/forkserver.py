@@ -61,6 +61,7 @@ class ChildOutcome:
     error: dict[str, Any] | None = None  # name, message, traceback
     duration_s: float = 0.0
     exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
+    args: str | None = None  # the JSON text of main's arguments, when a preprocessor made them
 
 
 def _deliver(message: Output | Ended, on_log: OnLog) -> ChildOutcome | None:
@@ -70,7 +71,9 @@ def _deliver(message: Output | Ended, on_log: OnLog) -> ChildOutcome | None:
             on_log(ts, stream, text)
         return None
     result = bytes(message.result).decode() if message.status == "success" else None
-    return ChildOutcome(message.status, result, message.error, message.duration_s, message.exit_reason)
+    given = bytes(message.args)
+    args = given.decode() if given != b"null" else None
+    return ChildOutcome(message.status, result, message.error, message.duration_s, message.exit_reason, args)
 
 
 class ForkServerError(FlowmillError):

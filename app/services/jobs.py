@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from app.runtimes.python.deps import InstallError, ensure_environment, ensure_lo
 from app.security.tokens import JwtCodec
 from app.services.accounts import Accounts
 from app.services.actor import Actor, lowest
+from app.services.arguments import ArgumentChecks
 from app.services.resources import Resources, UnreadableReference, may_hold_references
 from app.services.scripts import Scripts, ScriptSettings
 from app.store.base import Database, Row, Statement
@@ -82,6 +84,9 @@ def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
 
+_VIEW_COLUMNS = f"{_JOB_COLUMNS}, event"  # one job's view: with the event its preprocessor got
+
+
 def job_view(row: Row) -> dict[str, Any]:
     """A job row as the API shows it (snake_case; the wire types camelCase it)."""
     started, finished = row["started_at"], row["finished_at"]
@@ -94,6 +99,7 @@ def job_view(row: Row) -> dict[str, Any]:
         "created_at": row["created_at"], "scheduled_for": row["scheduled_for"], "started_at": started,
         "finished_at": finished, "duration_ms": finished - started if started and finished else None,
         "priority": row["priority"], "attempt": row["attempt"], "progress": row["progress"],
+        "event": None,  # read with one job only (`Jobs.get`): an event may be as large as a request
     }
 
 
@@ -119,12 +125,18 @@ class RunInput:
     lock: str | None
     author: str  # who saved the script version: a run never holds more than they do
     cap: str | None = None  # the most it may hold, when a capped run started it
+    schema: str | dict[str, Any] = "{}"  # the version's schema (JSON text, or decoded): checks a preprocessor's output
 
     @classmethod
     def of_row(cls, row: Row) -> RunInput:
         return cls(row["args"], row["event"], row["created_by"], bool(row["resolve_refs"]), row["root_job"],
                    row["parent_job"], row["hash"], row["path"], row["content"], _settings_of(row), row["lock"],
-                   row["author"], row["role_cap"])
+                   row["author"], row["role_cap"], row["schema"])
+
+    def version(self) -> dict[str, Any]:
+        """What ArgumentChecks needs of the run's script version."""
+        schema = msgspec.json.decode(self.schema) if isinstance(self.schema, str) else self.schema
+        return {"hash": self.hash, "schema": schema, "content": self.content}
 
 
 def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings, attempt: int = 1, claimed: bool = False) -> QueuedJob:
@@ -159,6 +171,7 @@ class Jobs:
         self._prepared: dict[tuple[str, str], tuple[ForkServer, bytes | None]] = {}
         self.started: collections.Counter[str] = collections.Counter()  # runs started, by trigger kind
         self._evaluations = asyncio.Semaphore(EVALUATE_CONCURRENCY)
+        self.arguments = ArgumentChecks()
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -257,54 +270,72 @@ class Jobs:
         return await self.scripts.for_run(workspace, path)
 
     @staticmethod
-    def _encode_args(args: Any) -> str:
-        if not isinstance(args, dict):
-            raise BadRequest("a run's arguments are a JSON object")
+    def _encode_args(args: dict[str, Any]) -> str:
         text = msgspec.json.encode(args).decode()
         if len(text) > MAX_ARGS_BYTES:
             raise TooLarge(f"a run's arguments are limited to {MAX_ARGS_BYTES} bytes")
         return text
 
-    async def _checked_refs(self, actor: Actor, args: dict[str, Any], args_text: str, refs: bool) -> bool:
-        """Whether a run's arguments hold references to resolve when it runs. `refs`: the
-        caller wrote them (an authenticated API caller); each must then name an item the
-        caller may read, or the run is refused now (UnreadableReference, 400) and never made."""
+    async def _arguments(
+        self, actor: Actor, version: dict[str, Any], args: Any, text: Collection[str], refs: bool, event: Any,
+    ) -> tuple[str, bool]:
+        """The JSON text of a run's arguments as main gets them, checked against the script's
+        schema (InvalidArguments, 400, before any run), and whether they hold references.
+
+        Names in `text` came as text (a query, a form, the CLI) and are converted to their
+        declared type. `refs`: the caller wrote them (an authenticated API caller); each
+        reference must name an item the caller may read (UnreadableReference, 400), and is
+        checked as what it resolves to. A script given an event has its preprocessor make
+        main's arguments: they are checked in the child, after it."""
+        if not isinstance(args, dict):
+            raise BadRequest("a run's arguments are a JSON object")
+        checked = event is None or not version["has_preprocessor"]
+        if checked:
+            args = self.arguments.check(version, args, text, refs=refs)
+        args_text = self._encode_args(args)
         if not refs or not may_hold_references(args_text):
-            return False
-        await self.resources.resolve_args(actor, args)
-        return True
+            return args_text, False
+        resolved = await self.resources.resolve_args(actor, args)
+        if checked:
+            self.arguments.check(version, resolved)
+        return args_text, True
 
     def insert(
         self, actor: Actor, version: dict[str, Any], args_text: str, trigger: Trigger, status: str,
         job_id: str, parent: str | None, root: str | None, scheduled_for: int, event: Any = None, refs: bool = False,
+        error: dict[str, Any] | None = None,
     ) -> Statement:
         """The INSERT of a run; a run whose id exists already (a schedule's tick fired by
         another process) is left as it is. `refs`: the arguments were written by the run's
-        identity, and their `$var:`/`$res:`/`$cred:` strings are resolved when it runs."""
+        identity, and their `$var:`/`$res:`/`$cred:` strings are resolved when it runs.
+        `error`: the run is FAILED before it starts, for this reason."""
         now = now_ms()
+        if error is not None:
+            status = "FAILED"
         return Statement(
             f"INSERT INTO job ({_JOB_COLUMNS}, worker, event, resolve_refs, role_cap) VALUES "
-            "($1, $2, 'script', $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, $16, 1, NULL, $17, "
-            "$18, $19, $20) ON CONFLICT (id) DO NOTHING",
+            "($1, $2, 'script', $3, $4, $5, $6, NULL, $21, $7, $8, $9, $10, $11, $12, $13, $14, $15, $22, $16, 1, NULL, "
+            "$17, $18, $19, $20) ON CONFLICT (id) DO NOTHING",
             (job_id, actor.workspace, version["path"], version["hash"], args_text, status, trigger.kind, trigger.detail,
              actor.request_id, parent, root or parent, actor.username or "", now, scheduled_for,
              now if status == "RUNNING" else None, version["settings"].priority,
              self.executor.worker_id if status == "RUNNING" else "", _event_text(version, event),
-             int(refs and may_hold_references(args_text)), actor.run_cap),
+             int(refs and may_hold_references(args_text)), actor.run_cap,
+             None if error is None else msgspec.json.encode(error).decode(), None if error is None else now),
         )
 
     async def enqueue(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
         parent: str | None = None, root: str | None = None, scheduled_for: int | None = None, event: Any = None,
-        refs: bool = False,
+        refs: bool = False, text: Collection[str] = (),
     ) -> str:
         """Queue a run; its id once it is committed. `event` goes to the script's
         preprocessor, when it has one (which then gives main its arguments). `refs`: `actor`
         wrote `args` (an API call), so references in them resolve with its rights; otherwise
-        (a route, a webhook) they are data."""
+        (a route, a webhook) they are data. `text`: the arguments that came as text, to
+        convert to main's types (see `_arguments`)."""
         version = await self._version(actor.workspace, path, digest)
-        args_text = self._encode_args(args)
-        refs = await self._checked_refs(actor, args, args_text, refs)
+        args_text, refs = await self._arguments(actor, version, args, text, refs, event)
         job_id = random_uuid()
         at = scheduled_for or now_ms()
         await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs))
@@ -320,13 +351,12 @@ class Jobs:
 
     async def run_and_wait(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
-        parent: str | None = None, event: Any = None, refs: bool = False,
+        parent: str | None = None, event: Any = None, refs: bool = False, text: Collection[str] = (),
     ) -> tuple[str, Outcome]:
-        """Run now and wait for the final status: the run's id and how it ended. `refs` as
-        for `enqueue`."""
+        """Run now and wait for the final status: the run's id and how it ended. `refs` and
+        `text` as for `enqueue`."""
         version = await self._version(actor.workspace, path, digest)
-        args_text = self._encode_args(args)
-        refs = await self._checked_refs(actor, args, args_text, refs)
+        args_text, refs = await self._arguments(actor, version, args, text, refs, event)
         job_id = random_uuid()
         # Not durable: nobody hears of this run before its final status, whose commit is, and
         # takes this one to the disk with it. Until then a kill -9 still leaves it to recovery.
@@ -340,7 +370,7 @@ class Jobs:
         # What the INSERT wrote, handed to the run rather than read back.
         job.context = RunInput(args_text, _event_text(version, event), actor.username or "", refs, parent, parent,
                                version["hash"], version["path"], version["content"], version["settings"], version["lock"],
-                               version["created_by"], actor.run_cap)
+                               version["created_by"], actor.run_cap, version["schema"])
         self.executor.submit(job)
         try:
             outcome = await asyncio.shield(done)
@@ -418,10 +448,10 @@ class Jobs:
     # -- reading ---------------------------------------------------------------------------------
 
     async def get(self, workspace: str, job_id: str) -> dict[str, Any]:
-        row = await self.db.fetchrow(f"SELECT {_JOB_COLUMNS} FROM job WHERE id = $1 AND workspace_id = $2", job_id, workspace)
+        row = await self.db.fetchrow(f"SELECT {_VIEW_COLUMNS} FROM job WHERE id = $1 AND workspace_id = $2", job_id, workspace)
         if row is None:
             raise NotFound(f"no job {job_id}")
-        return job_view(row)
+        return {**job_view(row), "event": _decode(row["event"])}
 
     async def list(
         self, workspace: str, status: str | None = None, path: str | None = None, trigger: str | None = None,
@@ -506,12 +536,15 @@ class Jobs:
             memory_limit_mb=self.settings.job_memory_limit_mb,
             preprocessor_event=_decode(run.event), code=code,
         )
+        if run.event is not None:  # the preprocessor makes main's arguments: the child checks them
+            version = run.version()
+            child.main_schema, child.main_takes_kwargs = version["schema"], self.arguments.of(version).open
         handle = await forkserver.submit(child, sink.line)
         cancel.on_cancel(handle.cancel)
         outcome = await handle.outcome
         status = _CHILD_STATUS[outcome.status]
         if outcome.status == "success":
-            return Outcome(status, result=outcome.result)
+            return Outcome(status, result=outcome.result, args=outcome.args)
         error = dict(outcome.error or {})
         if outcome.status == "timeout":
             error = {"name": "Timeout", "message": f"the run took longer than its timeout of {job.timeout_s:g} s"}
@@ -520,7 +553,7 @@ class Jobs:
         elif outcome.status == "crashed":
             error = {"name": "Crashed", "message": f"the script's process ended without a result: {outcome.exit_reason}"}
             log.warning("run %s of %s crashed: %s", job.id, run.path, outcome.exit_reason)
-        return Outcome(status, error=error)
+        return Outcome(status, error=error, args=outcome.args)
 
     async def role_of(self, username: str, workspace: str) -> str | None:
         """The role a run acting as `username` has in `workspace` now; None: not a member."""
@@ -542,7 +575,7 @@ class Jobs:
     async def _read_input(self, job_id: str) -> RunInput | None:
         row = await self.db.fetchrow(
             "SELECT j.args, j.event, j.created_by, j.resolve_refs, j.root_job, j.parent_job, v.hash, v.path, v.content, "
-            "v.settings, v.lock, v.created_by AS author, j.role_cap "
+            "v.settings, v.lock, v.created_by AS author, j.role_cap, v.schema "
             "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
             job_id,
         )

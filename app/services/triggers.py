@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 from croniter import CroniterError, croniter
 
-from app.errors import BadRequest, Conflict, Forbidden, NotFound
+from app.errors import BadRequest, Conflict, Forbidden, InvalidArguments, NotFound
 from app.security.vault import Vault
 from app.services.actor import Actor, at_least, now_ms, refuse_run_token
 from app.services.jobs import Jobs, Trigger as RunTrigger
@@ -208,7 +208,11 @@ class Triggers:
         if spec.runnable.kind != "script":
             raise BadRequest("a trigger runs a script (flows cannot be attached until flows exist)")
         path = spec.runnable.path.strip("/")
-        await self.jobs.scripts.latest(actor.workspace, path)  # NotFound when there is no such script
+        version = await self.jobs.scripts.latest(actor.workspace, path)  # NotFound when there is no such script
+        if spec.kind == "schedule" and spec.enabled:
+            # Its references resolve at each tick, with the rights its editor has then. A
+            # disabled one is not checked: one whose script changed can be switched off as it is.
+            self.jobs.arguments.check(version, spec.args, refs=True)
         if spec.catch_up not in CATCH_UP:
             raise BadRequest(f"catchUp must be one of {', '.join(CATCH_UP)}")
         if len(spec.summary) > 1000 or len(spec.description) > 10_000:
@@ -311,19 +315,30 @@ class Triggers:
             log.warning("schedule %s: no script %s; tick skipped", row["id"], row["runnable_path"])
             await self.db.write(advance)
             return 0
+        unfit = self._unfit(version, row["args"])
         inserts = [
             self.jobs.insert(actor, version, row["args"], RunTrigger("schedule", row["id"]), "QUEUED",
-                              tick_job_id(row["id"], tick), None, None, tick, refs=True)
+                              tick_job_id(row["id"], tick), None, None, tick, refs=True, error=unfit)
             for tick in ticks
         ]
         results = await self.db.write(advance, *inserts)
         started = 0
         for tick, result in zip(ticks, results[1:]):
-            if result.rowcount:  # not fired already by another process or before a restart
+            if result.rowcount and unfit is None:  # not fired already by another process or before a restart
                 self.jobs.submit(tick_job_id(row["id"], tick), row["workspace_id"], version, tick)
                 started += 1
         self.jobs.started["schedule"] += started
         return started
+
+    def _unfit(self, version: dict[str, Any], args: str) -> dict[str, Any] | None:
+        """Why a schedule's arguments no longer fit its script (changed since the schedule
+        was saved): the error its ticks' runs fail with; None when they fit."""
+        try:
+            self.jobs.arguments.check(version, msgspec.json.decode(args), refs=True)
+        except InvalidArguments as error:
+            return {"name": "InvalidArguments", "message": f"the schedule's arguments do not fit {version['path']}: "
+                    f"{error.message}", "fields": error.details["fields"]}
+        return None
 
     @staticmethod
     def _missed(cron: str, zone: str, due: int, now: int, policy: str) -> list[int]:

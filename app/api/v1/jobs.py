@@ -72,6 +72,9 @@ class JobOut(msgspec.Struct, rename="camel"):
     priority: int
     attempt: int
     progress: int | None
+    # The trigger's event, for a script with a preprocessor (which made `args` from it); only in
+    # GET /jobs/{id}, null in lists.
+    event: Any = None
 
 
 class JobPage(msgspec.Struct, rename="camel"):
@@ -108,12 +111,21 @@ def _trigger(request: Request) -> Trigger:
     return Trigger("cli" if request.headers.get("x-flowmill-trigger") == "cli" else "api")
 
 
+def _text(request: Request, args: Any) -> frozenset[str]:
+    """The arguments given as text, to convert to main's types as a query's are: all of them
+    with `X-Flowmill-Args: text` (what `flowmill run --arg k=v` sends), else none."""
+    if request.headers.get("x-flowmill-args") == "text" and isinstance(args, dict):
+        return frozenset(args)
+    return frozenset()
+
+
 @post("/jobs/run/p/{path:path}", opt={"role": "executor"}, status_code=201)
 async def run_async(request: Request, path: str) -> JobCreated:
     """Queue a run of the script at `path`; answered with its id once committed."""
     services, actor = context(request)
     args = await json_body(request)
-    job_id = await services.jobs.enqueue(actor, args, _trigger(request), path=path.lstrip("/"), refs=True)
+    job_id = await services.jobs.enqueue(actor, args, _trigger(request), path=path.lstrip("/"), refs=True,
+                                         text=_text(request, args))
     return JobCreated(job_id, job_id)
 
 
@@ -121,7 +133,8 @@ async def run_async(request: Request, path: str) -> JobCreated:
 async def run_hash_async(request: Request, digest: str) -> JobCreated:
     """Queue a run of one script version."""
     services, actor = context(request)
-    job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), digest=digest, refs=True)
+    args = await json_body(request)
+    job_id = await services.jobs.enqueue(actor, args, Trigger("api"), digest=digest, refs=True, text=_text(request, args))
     return JobCreated(job_id, job_id)
 
 
@@ -130,7 +143,8 @@ async def run_wait_result(request: Request, path: str) -> Response[Any]:
     """Run the script and answer with its result (the job id in `x-job-id`)."""
     services, actor = context(request)
     args = await json_body(request)
-    return result_response(*await services.jobs.run_and_wait(actor, args, Trigger("api"), path=path.lstrip("/"), refs=True))
+    return result_response(*await services.jobs.run_and_wait(actor, args, Trigger("api"), path=path.lstrip("/"), refs=True,
+                                                             text=_text(request, args)))
 
 
 @post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200)
@@ -138,7 +152,9 @@ async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     """Run the script; stream its result stream (`stream` events) and output lines (`log`
     events) as they come, then a `result` (or `error`) event."""
     services, actor = context(request)
-    job_id = await services.jobs.enqueue(actor, await json_body(request), Trigger("api"), path=path.lstrip("/"), refs=True)
+    args = await json_body(request)
+    job_id = await services.jobs.enqueue(actor, args, Trigger("api"), path=path.lstrip("/"), refs=True,
+                                         text=_text(request, args))
     return ServerSentEvent(run_events(services, actor.workspace, job_id), headers={"x-job-id": job_id})
 
 

@@ -47,6 +47,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from app.runtimes import response
+from app.runtimes.python.arguments import ArgumentError, Arguments
 from app.runtimes.python.wall import IS_LINUX, WALL, Wall, orphans, within
 
 # -- what a run is, and the frames that carry it ------------------------------------------------
@@ -68,6 +69,10 @@ class ChildJob(msgspec.Struct, kw_only=True):
     max_log_bytes: int = 8 * 1024 * 1024
     entrypoint: str = "main"
     code: bytes | None = None  # `source` compiled by `compile_script`: else the child compiles it
+    # With a preprocessor_event: main's schema and whether it takes **kwargs, to check what the
+    # preprocessor returns against (the server checks every other run's arguments before it exists).
+    main_schema: dict[str, Any] | None = None
+    main_takes_kwargs: bool = False
 
 
 class Run(msgspec.Struct, tag_field="t", tag="run"):
@@ -103,14 +108,17 @@ class Ended(msgspec.Struct, tag_field="t", tag="ended"):
     error: dict[str, str] | None = None  # with error: name, message, traceback
     exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
     duration_s: float = 0.0
+    args: msgspec.Raw = msgspec.Raw(b"null")  # what main was given, when a preprocessor made it (else null)
 
 
 class Finished(msgspec.Struct, tag_field="t", tag="result"):
     result: msgspec.Raw  # main's return value, already JSON: passed on without decoding it again
+    args: msgspec.Raw = msgspec.Raw(b"null")  # main's arguments, when a preprocessor made them
 
 
 class Failed(msgspec.Struct, tag_field="t", tag="error"):
     error: dict[str, str]  # name, message, traceback
+    args: msgspec.Raw = msgspec.Raw(b"null")  # main's arguments, when a preprocessor made them
 
 
 ChildFrame = Finished | Failed  # what a child answers
@@ -353,8 +361,30 @@ def _encode_result(value: Any, limit: int) -> Finished | Failed:
     return Finished(msgspec.Raw(data))
 
 
+def _reported(kwargs: dict[str, Any], limit: int) -> msgspec.Raw:
+    """main's arguments as the server keeps them, when a preprocessor made them; null when
+    they have no JSON form or are too large to keep."""
+    try:
+        data = _result_encoder.encode(kwargs)
+    except (TypeError, ValueError, OverflowError, MemoryError):
+        return msgspec.Raw(b"null")
+    return msgspec.Raw(data) if len(data) <= limit else msgspec.Raw(b"null")
+
+
+MAX_REPORTED_ARGS = 5 * 1024 * 1024  # as the server bounds a run's arguments
+
+
 def _execute(job: ChildJob, filename: str) -> Finished | Failed:
-    """Run the script's entry point (after its preprocessor, given an event): the outcome."""
+    """Run the script's entry point (after its preprocessor, given an event): the outcome,
+    with the arguments main got when the preprocessor made them."""
+    made: list[dict[str, Any]] = []  # main's arguments, once the preprocessor made them
+    outcome = _run_entry(job, filename, made)
+    if made:
+        outcome.args = _reported(made[-1], MAX_REPORTED_ARGS)
+    return outcome
+
+
+def _run_entry(job: ChildJob, filename: str, made: list[dict[str, Any]]) -> Finished | Failed:
     linecache.cache[filename] = (len(job.source), None, job.source.splitlines(True), filename)
     module = types.ModuleType(SCRIPT_MODULE)
     module.__file__ = filename
@@ -375,6 +405,14 @@ def _execute(job: ChildJob, filename: str) -> Finished | Failed:
             if not isinstance(kwargs, dict):
                 return _error("PreprocessorError",
                               f"preprocessor(event) must return a dict of main's arguments, not {type(kwargs).__name__}")
+            made.append(kwargs)
+            if job.main_schema is not None:
+                try:
+                    kwargs = Arguments(job.main_schema, job.main_takes_kwargs).check(kwargs, added=("raw_string",))
+                except ArgumentError as error:
+                    return _error("InvalidArguments", f"the arguments preprocessor(event) returned do not fit main: "
+                                                      f"{error.message}")
+                made.append(kwargs)
         result = _call(entry, **_coerce(entry, _accepted(entry, kwargs)))
     except BaseException as error:  # noqa: BLE001 - whatever the script raises, SystemExit included, is its outcome
         if isinstance(error, MemoryError):
@@ -852,9 +890,9 @@ class _ForkServer:
                 return
             for frame in frames:
                 if isinstance(frame, Finished):
-                    self.end(run, "success", result=frame.result)
+                    self.end(run, "success", result=frame.result, args=frame.args)
                 else:
-                    self.end(run, "error", error=frame.error)
+                    self.end(run, "error", error=frame.error, args=frame.args)
                 return
 
     def from_output(self, run: _Running) -> None:
@@ -874,7 +912,7 @@ class _ForkServer:
         self.end(run, status, exit_reason=reason)
 
     def end(self, run: _Running, status: str, result: msgspec.Raw = msgspec.Raw(b"null"),
-            error: dict[str, str] | None = None, exit_reason: str = "") -> None:
+            error: dict[str, str] | None = None, exit_reason: str = "", args: msgspec.Raw = msgspec.Raw(b"null")) -> None:
         """Send the rest of the output, then the outcome; forget the run."""
         if run.output_open:
             run.output.drain()  # the child wrote everything before its outcome: read it all
@@ -882,7 +920,7 @@ class _ForkServer:
         os.close(run.output.fd)
         run.output.finish()
         self.send_output(run)
-        run.client.send(Ended(run.id, status, result, error, exit_reason, time.monotonic() - run.started))
+        run.client.send(Ended(run.id, status, result, error, exit_reason, time.monotonic() - run.started, args))
         if run.conn_open:
             run.conn_open = False
             self.selector.unregister(run.child.conn)

@@ -60,6 +60,7 @@ class ScriptInfo:
     has_preprocessor: bool
     is_async: bool
     resource_types: list[str]
+    takes_kwargs: bool = False  # `def main(..., **kwargs)`: arguments it does not name are its too
 
 
 def inspect_script(source: str) -> ScriptInfo:
@@ -95,6 +96,7 @@ def inspect_script(source: str) -> ScriptInfo:
         has_preprocessor="preprocessor" in functions,
         is_async=isinstance(main, ast.AsyncFunctionDef),
         resource_types=annotations.resource_types,
+        takes_kwargs=main.args.kwarg is not None,
     )
 
 
