@@ -276,7 +276,7 @@ class Arguments:
                 if self.open or name in added:
                     checked[name] = value
                 else:
-                    problems.append((name, name, "main takes no such argument"))
+                    problems.append((name, name, "main takes no such argument (a **kwargs parameter takes any)"))
                 continue
             is_text = name in text
             if value is None:
