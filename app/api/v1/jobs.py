@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -86,6 +87,12 @@ class LogLine(msgspec.Struct):
     line: str
 
 
+# What the two event streams send, for the OpenAPI document.
+RUN_EVENTS = {200: ResponseSpec(str, generate_examples=False, media_type="text/event-stream", description=(
+    "Server-sent events: `stream` (a line of the run's result stream) and `log` (an output line) as they come, "
+    "then `result` (the result, JSON) or `error` (`{status, error}`, JSON), then `end` (`{jobId, status}`, JSON)."))}
+
+
 def job_out(job: dict[str, Any]) -> JobOut:
     return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"])})
 
@@ -133,7 +140,7 @@ async def run_wait_result(request: Request, path: str) -> Response[Any]:
     return result_response(*await services.jobs.run_and_wait(actor, args, Trigger("api"), path=path.lstrip("/"), refs=True))
 
 
-@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200, responses=RUN_EVENTS)
 async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     """Run the script; stream its result stream (`stream` events) and output lines (`log`
     events) as they come, then a `result` (or `error`) event."""
@@ -196,7 +203,7 @@ async def get_job(request: Request, job_id: str) -> JobOut:
     return job_out(await services.jobs.get(actor.workspace, job_id))
 
 
-@get("/jobs/{job_id:str}/result", opt={"role": "viewer"})
+@get("/jobs/{job_id:str}/result", opt={"role": "viewer", "errors": (409, 422)})
 async def get_result(request: Request, job_id: str) -> Response[Any]:
     """The result of a finished run; 409 while it is not finished."""
     services, actor = context(request)
@@ -216,7 +223,7 @@ async def get_logs(
     return [LogLine(**line) for line in await services.jobs.logs(actor.workspace, job_id, after, limit)]
 
 
-@get("/jobs/{job_id:str}/logs/stream", opt={"role": "viewer"})
+@get("/jobs/{job_id:str}/logs/stream", opt={"role": "viewer"}, responses=RUN_EVENTS)
 async def stream_logs(request: Request, job_id: str) -> ServerSentEvent:
     """Past lines, then live ones while the run is in flight (text/event-stream)."""
     services, actor = context(request)

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from app.api.bounds import Percent, seconds_from_now
@@ -152,6 +153,23 @@ async def run_by_hash(request: Request, digest: str) -> Response[str]:
     return await _enqueue(request, digest=digest)
 
 
+class WindmillError(msgspec.Struct):
+    """A failed run's error as Windmill shows it."""
+
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    message: str | msgspec.UnsetType = msgspec.UNSET
+    stack: str | msgspec.UnsetType = msgspec.UNSET
+    traceback: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class WindmillRunFailed(msgspec.Struct):
+    error: WindmillError
+
+
+RUN_FAILED = {422: ResponseSpec(WindmillRunFailed, generate_examples=False, description=(
+    "The run ended FAILED, TIMED_OUT or CANCELLED: Windmill's `{\"error\": {name, message, stack}}`."))}
+
+
 async def _run_and_wait(request: Request, path: str | None = None, digest: str | None = None) -> Response[Any]:
     """Run now and answer as Windmill does: 200 with the result, or 422 with `{"error": ...}`."""
     services, actor = context(request)
@@ -163,13 +181,13 @@ async def _run_and_wait(request: Request, path: str | None = None, digest: str |
     return Response(windmill_error(outcome.status, outcome.error), headers={"x-job-id": job_id}, status_code=422)
 
 
-@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200, responses=RUN_FAILED)
 async def run_wait_by_path(request: Request, path: str) -> Response[Any]:
     """Run the latest version at `path` and answer with its result."""
     return await _run_and_wait(request, path=path.lstrip("/"))
 
 
-@post("/jobs/run_wait_result/h/{digest:str}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_wait_result/h/{digest:str}", opt={"role": "executor"}, status_code=200, responses=RUN_FAILED)
 async def run_wait_by_hash(request: Request, digest: str) -> Response[Any]:
     """Run one script version and answer with its result."""
     return await _run_and_wait(request, digest=digest)
