@@ -10,6 +10,8 @@ added here, in one place, the first time the document is asked for:
   `{status_code, detail, extra}` schema, which nothing here answers, is dropped.
 - `Any` in a wire type (a run's result, its arguments, a resource's value) means any JSON
   value: the `JsonValue` component, named, rather than an anonymous `{}`.
+- A body a handler reads itself (a run's arguments, an archive) is described by its
+  `opt["body"]` (`api/documented.py`).
 - A response a handler declares itself (`responses={...: ResponseSpec(...)}`: server-sent
   events, Windmill's own error shape) is kept as declared.
 """
@@ -25,9 +27,12 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.routes import HTTPRoute
 from litestar.serialization import encode_json
 
+from app.api import documented
+
 ERROR = "Error"
 JSON_VALUE = "JsonValue"
 _REF = "#/components/schemas/"
+assert documented.JSON_VALUE == _REF + JSON_VALUE
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     JSON_VALUE: {
@@ -79,7 +84,7 @@ def complete(app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
     document = {**generated, "paths": {}}
     components = dict(generated.get("components") or {})
     schemas = {name: _named(schema) for name, schema in (components.get("schemas") or {}).items()}
-    components["schemas"] = {**schemas, **SCHEMAS}
+    components["schemas"] = {**schemas, **documented.SCHEMAS, **SCHEMAS}
     document["components"] = components
     handlers = dict(_handlers(app))
     for path, item in generated.get("paths", {}).items():
@@ -99,6 +104,11 @@ def _handlers(app: Litestar) -> Iterator[tuple[tuple[str, str], HTTPRouteHandler
 
 def _operation(operation: dict[str, Any], handler: HTTPRouteHandler | None) -> dict[str, Any]:
     operation = dict(operation)
+    read_by_handler = handler.opt.get("body") if handler is not None else None
+    if read_by_handler and "requestBody" not in operation:
+        operation["requestBody"] = {
+            "required": False, "content": {media: {"schema": schema} for media, schema in read_by_handler.items()}
+        }
     if "requestBody" in operation:
         body = dict(operation["requestBody"])
         body["content"] = {media: _media(m) for media, m in body.get("content", {}).items()}

@@ -19,6 +19,7 @@ from app.engine.executor import Outcome
 from app.errors import Conflict, FlowmillError
 from app.api.bounds import INT32_MAX
 from app.api.context import context, json_body
+from app.api.documented import RUN_ARGS
 from app.services import Services
 from app.services.jobs import Trigger, outcome_of
 
@@ -115,7 +116,7 @@ def _trigger(request: Request) -> Trigger:
     return Trigger("cli" if request.headers.get("x-flowmill-trigger") == "cli" else "api")
 
 
-@post("/jobs/run/p/{path:path}", opt={"role": "executor"}, status_code=201)
+@post("/jobs/run/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
 async def run_async(request: Request, path: str) -> JobCreated:
     """Queue a run of the script at `path`; answered with its id once committed."""
     services, actor = context(request)
@@ -124,7 +125,7 @@ async def run_async(request: Request, path: str) -> JobCreated:
     return JobCreated(job_id, job_id)
 
 
-@post("/jobs/run/h/{digest:str}", opt={"role": "executor"}, status_code=201)
+@post("/jobs/run/h/{digest:str}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
 async def run_hash_async(request: Request, digest: str) -> JobCreated:
     """Queue a run of one script version."""
     services, actor = context(request)
@@ -132,7 +133,7 @@ async def run_hash_async(request: Request, digest: str) -> JobCreated:
     return JobCreated(job_id, job_id)
 
 
-@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200)
 async def run_wait_result(request: Request, path: str) -> Response[Any]:
     """Run the script and answer with its result (the job id in `x-job-id`)."""
     services, actor = context(request)
@@ -140,7 +141,7 @@ async def run_wait_result(request: Request, path: str) -> Response[Any]:
     return result_response(*await services.jobs.run_and_wait(actor, args, Trigger("api"), path=path.lstrip("/"), refs=True))
 
 
-@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200, responses=RUN_EVENTS)
+@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200, responses=RUN_EVENTS)
 async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     """Run the script; stream its result stream (`stream` events) and output lines (`log`
     events) as they come, then a `result` (or `error`) event."""

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from app.api.bounds import check_depth
 from app.api.context import context
+from app.api.documented import ARCHIVE, OPENAPI_IMPORT
 from app.errors import BadRequest, Forbidden
 from app.services import Services
 from app.services.actor import at_least
@@ -188,7 +189,7 @@ async def _spec_text(request: Request) -> tuple[str, str]:
     return await fetch_text(given.url, MAX_SPEC_BYTES, allow_private), given.folder
 
 
-@post("/routes/openapi/import", opt={"role": "admin", "audit": "route.import"}, status_code=200)
+@post("/routes/openapi/import", opt={"role": "admin", "audit": "route.import", "body": OPENAPI_IMPORT}, status_code=200)
 async def import_openapi(request: Request, save: bool = False) -> ImportOut:
     """Routes generated from an OpenAPI document: a preview, or saved with `?save=true`."""
     services, actor = context(request)
@@ -246,7 +247,7 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@put("/static/{folder:path}", opt={"role": "editor", "audit": "static.upload"}, status_code=200)
+@put("/static/{folder:path}", opt={"role": "editor", "audit": "static.upload", "body": ARCHIVE}, status_code=200)
 async def upload_static(request: Request, folder: str) -> StaticUploaded:
     """Replace a static folder with the files of a zip or tar(.gz) archive sent as the body."""
     services, actor = context(request)
