@@ -32,17 +32,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "OpenAPIUpload": {
         "type": "object", "required": ["file", "folder"],
-        "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream"},
+        "properties": {"file": {"type": "string", "format": "binary", "description": "the document (JSON or YAML)"},
                        "folder": {"type": "string"}},
     },
 }
 
 ANY_JSON: Body = {"application/json": {"$ref": JSON_VALUE}}
 RUN_ARGS: Body = {"application/json": {"$ref": _REF + "RunArgs"}}
-ARCHIVE: Body = {
-    media: {"type": "string", "contentMediaType": media, "description": "a zip or tar(.gz) archive of the folder's files"}
-    for media in ("application/zip", "application/x-tar", "application/gzip", "application/octet-stream")
-}
+# The archive's kind is read from its bytes, whatever the Content-Type says.
+ARCHIVE: Body = {"application/octet-stream": {
+    "type": "string", "format": "binary", "description": "a zip or tar(.gz) archive of the folder's files",
+}}
 CANCEL_REASON: Body = {"application/json": {"$ref": _REF + "CancelReason"}}
 OPENAPI_IMPORT: Body = {
     "application/json": {"$ref": _REF + "OpenAPIImportIn"},

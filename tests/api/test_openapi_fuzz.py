@@ -4,7 +4,8 @@ matching the schema) and none a server error.
 
 It runs the `schemathesis` command line in a subprocess, on SQLite, as the instance admin (so
 that every operation is reached past its role check); the server, the document and every request
-are on 127.0.0.1. The document's `servers` is relative (`/`), so schemathesis sends nothing elsewhere.
+are on 127.0.0.1. One worker: Hypothesis, generating in threads, trips over a CPython 3.11
+bug (`SystemError: AST constructor recursion depth mismatch`) now and then. The document's `servers` is relative (`/`), so schemathesis sends nothing elsewhere.
 
 Nothing is excluded: the admin's session is a JWT, which no generated call can revoke, and an
 instance admin keeps the admin role in every workspace whatever a generated call does to its
@@ -40,7 +41,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document() -> 
             sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/api/v1/openapi.json", "--url", server.url,
             "--header", f"Authorization: Bearer {token}",
             "--checks", CHECKS, "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", str(SEED),
-            "--phases", "coverage,fuzzing", "--workers", "2", "--request-timeout", "30", "--no-shrink",
+            "--phases", "coverage,fuzzing", "--workers", "1", "--request-timeout", "30", "--no-shrink",
             "--max-redirects", "0", "--output-truncate", "true",
         ]
         env = {**os.environ, "NO_PROXY": "*", "no_proxy": "*"}
