@@ -14,9 +14,11 @@ membership.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import zipfile
 
 import httpx
 
@@ -33,6 +35,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document() -> 
     try:
         server.start()
         token = server.admin_token()
+        _seed(server, token)
         document = httpx.get(f"{server.url}/api/v1/openapi.json").json()
         # Relative servers and internal $refs only: nothing sends schemathesis to another host.
         assert all(entry["url"].startswith("/") for entry in document.get("servers", []))
@@ -57,6 +60,30 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document() -> 
         assert "internal server error" not in server.output().lower()
     finally:
         server.close()
+
+
+def _seed(server: FlowmillServer, token: str) -> None:
+    """One of each thing the lists answer (a script and its runs, routes of two auth kinds, a
+    webhook and a schedule, a static folder, an entry): generated ids rarely name anything, so
+    the lists are where real views meet the document."""
+    runnable = {"kind": "script", "path": "f/fuzz/echo"}
+    site = io.BytesIO()
+    with zipfile.ZipFile(site, "w") as archive:
+        archive.writestr("index.html", "<p>hi</p>")
+    with server.client(token) as client:
+        for method, path, body in (
+            ("POST", "/api/v1/scripts", {"path": "f/fuzz/echo", "content": "def main(x: int = 1):\n    return {'x': x}\n"}),
+            ("POST", "/api/v1/jobs/run_wait_result/p/f/fuzz/echo", {"x": 2}),
+            ("POST", "/api/v1/routes", {"path": "fuzz/:id", "method": "GET", "runnable": runnable,
+                                        "auth": {"kind": "api_key", "header": "X-Key", "key": "k"}}),
+            ("POST", "/api/v1/routes", {"path": "fuzz/signed", "runnable": runnable, "requestType": "async",
+                                        "auth": {"kind": "hmac", "preset": "stripe", "secret": "s"}}),
+            ("POST", "/api/v1/triggers", {"kind": "webhook", "runnable": runnable, "secret": "s"}),
+            ("POST", "/api/v1/triggers", {"kind": "schedule", "runnable": runnable, "cron": "0 0 1 1 *", "args": {"x": 3}}),
+            ("PUT", "/api/v1/kv/fuzz/k", {"a": [1, None]}),
+        ):
+            client.request(method, path, json=body).raise_for_status()
+        client.put("/api/v1/static/fuzz-site", content=site.getvalue()).raise_for_status()
 
 
 def _refs(node: object) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -88,8 +88,16 @@ class LogLine(msgspec.Struct):
     line: str
 
 
-# What the two event streams send, for the OpenAPI document.
-RUN_EVENTS = {200: ResponseSpec(str, generate_examples=False, media_type="text/event-stream", description=(
+class RunEvent(msgspec.Struct):
+    """One server-sent event of a run's stream, for the OpenAPI document: `stream` and `log`
+    carry a line as text; `result` (the result), `error` (`{status, error}`) and `end`
+    (`{jobId, status}`) carry JSON."""
+
+    event: Literal["stream", "log", "result", "error", "end"]
+    data: str
+
+
+RUN_EVENTS = {200: ResponseSpec(RunEvent, generate_examples=False, media_type="text/event-stream", description=(
     "Server-sent events: `stream` (a line of the run's result stream) and `log` (an output line) as they come, "
     "then `result` (the result, JSON) or `error` (`{status, error}`, JSON), then `end` (`{jobId, status}`, JSON)."))}
 
