@@ -144,7 +144,8 @@ def test_runs_document_their_failure_and_their_media_types(document: dict[str, A
         event = resolve(document, ok["content"]["text/event-stream"]["schema"]["$ref"])  # each event, as schemathesis reads it
         assert set(event["properties"]["event"]["enum"]) == {"stream", "log", "result", "error", "end"}
     metrics = paths["/metrics"]["get"]["responses"]["200"]["content"]
-    assert list(metrics) == ["text/plain; version=0.0.4; charset=utf-8"] and metrics[list(metrics)[0]]["schema"]["type"] == "string"
+    assert list(metrics) == ["text/plain; version=0.0.4; charset=utf-8"]
+    assert next(iter(metrics.values()))["schema"]["type"] == "string"
     windmill = paths["/api/w/{workspace}/jobs/run_wait_result/p/{path}"]["post"]["responses"]["422"]
     assert windmill["content"]["application/json"]["schema"] != {"$ref": ERROR}  # Windmill's own {"error": {name, message}}
 
