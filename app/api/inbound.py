@@ -26,6 +26,7 @@ from litestar.response import ServerSentEvent
 
 from app.api.bounds import check_depth
 from app.api.context import read_body
+from app.api.documented import ANY_JSON
 from app.api.respond import route_answer
 from app.api.v1.jobs import run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized, Unavailable
@@ -307,7 +308,7 @@ async def _static(request: Request, services: Services, found: Route, tail: str,
     return Response(content, status_code=200, headers={**headers, "content-type": content_type(path)})
 
 
-@post("/api/v1/webhook/{key:str}", opt={"audit": False}, status_code=202, include_in_schema=True)
+@post("/api/v1/webhook/{key:str}", opt={"audit": False, "body": ANY_JSON}, status_code=202, include_in_schema=True)
 async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
     """Fire a webhook trigger: its script runs with the body; answered with the run's id
     once it is committed. A webhook with a secret wants it in `X-Webhook-Secret`."""

@@ -8,7 +8,6 @@ from pathlib import Path
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar._openapi.plugin import handle_schema_path_not_found
 from litestar.static_files import create_static_files_router
@@ -23,6 +22,7 @@ from app.api.v1 import audit, auth, credentials, health, jobs, kv, routes, scrip
 from app.server.errors import EXCEPTION_HANDLERS
 from app.server.logs import AccessLog
 from app.server.metrics import Metrics
+from app.server.openapi import OpenAPIJson, SwaggerUI
 from app.server.middleware import request_middleware
 from app.services import Services
 
@@ -39,8 +39,8 @@ DOCS_ASSETS = "/api/v1/docs/assets"
 _SWAGGER_UI = Path(str(package_files.files("app").joinpath("assets/swagger-ui")))
 
 
-def _docs() -> SwaggerRenderPlugin:
-    return SwaggerRenderPlugin(
+def _docs() -> SwaggerUI:
+    return SwaggerUI(
         path="/docs",
         js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
         css_url=f"{DOCS_ASSETS}/swagger-ui.css",
@@ -67,7 +67,7 @@ def create_app(services: Services) -> Litestar:
         title="Flowmill API",
         version=flowmill.__version__,
         path="/api/v1",
-        render_plugins=[_docs()],
+        render_plugins=[_docs(), OpenAPIJson()],
         openapi_router=_DocsRouter("/api/v1", route_handlers=[], include_in_schema=False),
         components=Components(
             security_schemes={

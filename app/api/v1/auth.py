@@ -39,7 +39,7 @@ async def register(request: Request, data: RegisterIn) -> UserOut:
     return UserOut(**await services.accounts.register(actor, data.username, data.password, data.role))
 
 
-@post("/auth/login", opt={"audit": False}, status_code=200)
+@post("/auth/login", opt={"audit": False, "errors": (429,)}, status_code=200)
 async def login(data: LoginIn, request: Request) -> LoginOut:
     """A session token (JWT) for a correct username and password."""
     services, actor = context(request)

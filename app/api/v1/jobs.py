@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -18,6 +19,7 @@ from app.engine.executor import Outcome
 from app.errors import Conflict, FlowmillError
 from app.api.bounds import INT32_MAX
 from app.api.context import context, json_body
+from app.api.documented import RUN_ARGS
 from app.services import Services
 from app.services.jobs import Trigger, outcome_of
 
@@ -89,6 +91,20 @@ class LogLine(msgspec.Struct):
     line: str
 
 
+class RunEvent(msgspec.Struct):
+    """One server-sent event of a run's stream, for the OpenAPI document: `stream` and `log`
+    carry a line as text; `result` (the result), `error` (`{status, error}`) and `end`
+    (`{jobId, status}`) carry JSON."""
+
+    event: Literal["stream", "log", "result", "error", "end"]
+    data: str
+
+
+RUN_EVENTS = {200: ResponseSpec(RunEvent, generate_examples=False, media_type="text/event-stream", description=(
+    "Server-sent events: `stream` (a line of the run's result stream) and `log` (an output line) as they come, "
+    "then `result` (the result, JSON) or `error` (`{status, error}`, JSON), then `end` (`{jobId, status}`, JSON)."))}
+
+
 def job_out(job: dict[str, Any]) -> JobOut:
     return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"])})
 
@@ -119,7 +135,7 @@ def _text(request: Request, args: Any) -> frozenset[str]:
     return frozenset()
 
 
-@post("/jobs/run/p/{path:path}", opt={"role": "executor"}, status_code=201)
+@post("/jobs/run/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
 async def run_async(request: Request, path: str) -> JobCreated:
     """Queue a run of the script at `path`; answered with its id once committed."""
     services, actor = context(request)
@@ -129,7 +145,7 @@ async def run_async(request: Request, path: str) -> JobCreated:
     return JobCreated(job_id, job_id)
 
 
-@post("/jobs/run/h/{digest:str}", opt={"role": "executor"}, status_code=201)
+@post("/jobs/run/h/{digest:str}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
 async def run_hash_async(request: Request, digest: str) -> JobCreated:
     """Queue a run of one script version."""
     services, actor = context(request)
@@ -138,7 +154,7 @@ async def run_hash_async(request: Request, digest: str) -> JobCreated:
     return JobCreated(job_id, job_id)
 
 
-@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200)
 async def run_wait_result(request: Request, path: str) -> Response[Any]:
     """Run the script and answer with its result (the job id in `x-job-id`)."""
     services, actor = context(request)
@@ -147,7 +163,7 @@ async def run_wait_result(request: Request, path: str) -> Response[Any]:
                                                              text=_text(request, args)))
 
 
-@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200, responses=RUN_EVENTS)
 async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     """Run the script; stream its result stream (`stream` events) and output lines (`log`
     events) as they come, then a `result` (or `error`) event."""
@@ -212,7 +228,7 @@ async def get_job(request: Request, job_id: str) -> JobOut:
     return job_out(await services.jobs.get(actor.workspace, job_id))
 
 
-@get("/jobs/{job_id:str}/result", opt={"role": "viewer"})
+@get("/jobs/{job_id:str}/result", opt={"role": "viewer", "errors": (409, 422)})
 async def get_result(request: Request, job_id: str) -> Response[Any]:
     """The result of a finished run; 409 while it is not finished."""
     services, actor = context(request)
@@ -232,7 +248,7 @@ async def get_logs(
     return [LogLine(**line) for line in await services.jobs.logs(actor.workspace, job_id, after, limit)]
 
 
-@get("/jobs/{job_id:str}/logs/stream", opt={"role": "viewer"})
+@get("/jobs/{job_id:str}/logs/stream", opt={"role": "viewer"}, responses=RUN_EVENTS)
 async def stream_logs(request: Request, job_id: str) -> ServerSentEvent:
     """Past lines, then live ones while the run is in flight (text/event-stream)."""
     services, actor = context(request)

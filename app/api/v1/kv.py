@@ -12,6 +12,7 @@ from litestar.params import Parameter
 
 from app.api.bounds import check_depth
 from app.api.context import context
+from app.api.documented import ANY_JSON
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -40,7 +41,7 @@ class KvKeys(msgspec.Struct, rename="camel"):
     next_cursor: str | None
 
 
-@put("/kv/{namespace:str}/{key:str}", opt={"role": "editor", "audit": "kv.put"})
+@put("/kv/{namespace:str}/{key:str}", opt={"role": "editor", "audit": "kv.put", "body": ANY_JSON})
 async def put_entry(namespace: str, key: str, request: Request) -> KvWritten:
     """Set a key to the JSON value in the body; durable before the answer."""
     services, actor = context(request)

@@ -11,9 +11,11 @@ from litestar.params import Parameter
 
 from app.api.bounds import check_depth
 from app.api.context import context
+from app.api.documented import ARCHIVE, OPENAPI_IMPORT
 from app.errors import BadRequest, Forbidden
 from app.services import Services
 from app.services.actor import at_least
+from app.services.cors import Cors
 from app.services.fetch import fetch_text
 from app.services.openapi import curl_command, export_openapi, import_routes
 from app.services.routes import RouteSpec
@@ -35,6 +37,96 @@ class ExportIn(msgspec.Struct, forbid_unknown_fields=True):
     filters: dict[str, Any] = msgspec.field(default_factory=dict)  # pathPrefix, kinds: [route, webhook], methods
 
 
+class RunnableOut(msgspec.Struct):
+    kind: str
+    path: str
+
+
+class RouteAuthOut(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A route's `auth` without its secrets (`key`, `password`, `secret` are never shown): the
+    fields of its kind only."""
+
+    kind: str  # none, api_key, basic, jwt, hmac, custom
+    header: str | msgspec.UnsetType = msgspec.UNSET  # api_key, hmac
+    username: str | msgspec.UnsetType = msgspec.UNSET  # basic
+    preset: str | msgspec.UnsetType = msgspec.UNSET  # hmac: github, stripe, slack, generic
+    algorithm: str | msgspec.UnsetType = msgspec.UNSET  # hmac generic
+    encoding: str | msgspec.UnsetType = msgspec.UNSET  # hmac generic
+    tolerance_s: int | msgspec.UnsetType = msgspec.UNSET  # hmac stripe, slack
+    script: str | msgspec.UnsetType = msgspec.UNSET  # custom
+
+
+class StaticOut(msgspec.Struct):
+    folder: str
+    website: bool
+
+
+class RouteDraft(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A route generated from an OpenAPI document and not saved yet."""
+
+    path: str
+    method: str
+    runnable: RunnableOut | None
+    request_type: str
+    auth: RouteAuthOut
+    summary: str | None
+    description: str | None
+    workspace: str
+
+
+class RouteOut(RouteDraft, kw_only=True):
+    """A route as the API shows it (`route_view`), its secrets left out."""
+
+    id: str
+    raw_body: bool
+    wrap_body: bool
+    static: StaticOut | None
+    cors: Cors | None  # which other origins' pages may call it
+    created_by: str
+    created_at: int
+    updated_by: str
+    updated_at: int
+    run_as: str
+
+
+class ImportOut(msgspec.Struct):
+    """The routes an import generated: saved (then each is a whole `RouteOut`) or a preview."""
+
+    saved: bool
+    routes: list[RouteDraft]
+
+
+class CurlOut(msgspec.Struct):
+    command: str
+
+
+class StaticUploaded(msgspec.Struct, forbid_unknown_fields=True):
+    folder: str
+    files: int
+    bytes: int
+
+
+class StaticFolder(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    folder: str
+    files: int
+    updated_at: int
+
+
+class StaticFile(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    etag: str
+    size: int
+
+
+class SettingsOut(msgspec.Struct, rename="camel"):
+    route_workspace_prefix: bool
+    allow_private_urls: bool
+
+
+def route_out(view: dict[str, Any]) -> RouteOut:
+    return msgspec.convert(view, RouteOut)
+
+
 class SettingsIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     route_workspace_prefix: bool | None = None
     allow_private_urls: bool | None = None  # an OpenAPI import may fetch from loopback and private addresses
@@ -43,29 +135,29 @@ class SettingsIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
 @get("/routes", opt={"role": "viewer"})
 async def list_routes(
     request: Request, path_prefix: str | None = Parameter(query="pathPrefix", default=None)
-) -> list[dict[str, Any]]:
+) -> list[RouteOut]:
     services, actor = context(request)
-    return await services.routes.list(actor.workspace, path_prefix)
+    return [route_out(view) for view in await services.routes.list(actor.workspace, path_prefix)]
 
 
 @post("/routes", opt={"role": "admin", "audit": "route.create"}, status_code=201)
-async def create_route(request: Request, data: RouteSpec) -> dict[str, Any]:
+async def create_route(request: Request, data: RouteSpec) -> RouteOut:
     """Create a route (workspace admins); its secrets are stored encrypted and never shown."""
     services, actor = context(request)
-    return await services.routes.create(actor, data)
+    return route_out(await services.routes.create(actor, data))
 
 
 @get("/routes/{route_id:str}", opt={"role": "viewer"})
-async def get_route(request: Request, route_id: str) -> dict[str, Any]:
+async def get_route(request: Request, route_id: str) -> RouteOut:
     services, actor = context(request)
-    return await services.routes.get(actor.workspace, route_id)
+    return route_out(await services.routes.get(actor.workspace, route_id))
 
 
 @put("/routes/{route_id:str}", opt={"role": "editor", "audit": "route.update"})
-async def update_route(request: Request, route_id: str, data: RouteSpec) -> dict[str, Any]:
+async def update_route(request: Request, route_id: str, data: RouteSpec) -> RouteOut:
     """Change everything but the path; secrets left out are kept."""
     services, actor = context(request)
-    return await services.routes.update(actor, route_id, data)
+    return route_out(await services.routes.update(actor, route_id, data))
 
 
 @delete("/routes/{route_id:str}", opt={"role": "editor", "audit": "route.delete"}, status_code=204)
@@ -99,8 +191,8 @@ async def _spec_text(request: Request) -> tuple[str, str]:
     return await fetch_text(given.url, MAX_SPEC_BYTES, allow_private), given.folder
 
 
-@post("/routes/openapi/import", opt={"role": "admin", "audit": "route.import"}, status_code=200)
-async def import_openapi(request: Request, save: bool = False) -> dict[str, Any]:
+@post("/routes/openapi/import", opt={"role": "admin", "audit": "route.import", "body": OPENAPI_IMPORT}, status_code=200)
+async def import_openapi(request: Request, save: bool = False) -> ImportOut:
     """Routes generated from an OpenAPI document: a preview, or saved with `?save=true`."""
     services, actor = context(request)
     text, folder = await _spec_text(request)
@@ -114,8 +206,8 @@ async def import_openapi(request: Request, save: bool = False) -> dict[str, Any]
             msgspec.convert({k: v for k, v in r.items() if k in _SPEC_FIELDS and v is not None}, RouteSpec) for r in routes
         ]
         saved = await services.routes.create_many(actor, specs)
-        return {"saved": True, "routes": saved}
-    return {"saved": False, "routes": routes}
+        return ImportOut(True, [route_out(view) for view in saved])
+    return ImportOut(False, [msgspec.convert(route, RouteDraft) for route in routes])
 
 
 _SPEC_FIELDS = ("path", "method", "runnable", "requestType", "auth", "summary", "description")
@@ -147,33 +239,33 @@ async def export(request: Request, data: ExportIn) -> Response[str]:
 
 
 @post("/routes/openapi/export/curl", opt={"role": "viewer"}, status_code=200)
-async def export_curl(request: Request, data: ExportIn) -> dict[str, str]:
+async def export_curl(request: Request, data: ExportIn) -> CurlOut:
     """The `curl` command that makes the same export."""
     body = {k: v for k, v in msgspec.to_builtins(data).items() if v not in (None, {}, "yaml")}
-    return {"command": curl_command(_base_url(request), body)}
+    return CurlOut(curl_command(_base_url(request), body))
 
 
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@put("/static/{folder:path}", opt={"role": "editor", "audit": "static.upload"}, status_code=200)
-async def upload_static(request: Request, folder: str) -> dict[str, Any]:
+@put("/static/{folder:path}", opt={"role": "editor", "audit": "static.upload", "body": ARCHIVE}, status_code=200)
+async def upload_static(request: Request, folder: str) -> StaticUploaded:
     """Replace a static folder with the files of a zip or tar(.gz) archive sent as the body."""
     services, actor = context(request)
-    return await services.static.upload(actor, folder, await request.body())
+    return msgspec.convert(await services.static.upload(actor, folder, await request.body()), StaticUploaded)
 
 
 @get("/static", opt={"role": "viewer"})
-async def list_static(request: Request) -> list[dict[str, Any]]:
+async def list_static(request: Request) -> list[StaticFolder]:
     services, actor = context(request)
-    return await services.static.folders(actor.workspace)
+    return msgspec.convert(await services.static.folders(actor.workspace), list[StaticFolder])
 
 
 @get("/static/{folder:path}", opt={"role": "viewer"})
-async def list_static_files(request: Request, folder: str) -> list[dict[str, Any]]:
+async def list_static_files(request: Request, folder: str) -> list[StaticFile]:
     services, actor = context(request)
-    return await services.static.files(actor.workspace, folder)
+    return msgspec.convert(await services.static.files(actor.workspace, folder), list[StaticFile])
 
 
 @delete("/static/{folder:path}", opt={"role": "editor", "audit": "static.delete"}, status_code=204)
@@ -183,13 +275,13 @@ async def delete_static(request: Request, folder: str) -> None:
 
 
 @get("/settings", opt={"role": "viewer"})
-async def get_settings(request: Request) -> dict[str, Any]:
+async def get_settings(request: Request) -> SettingsOut:
     services: Services = request.app.state.services
     return await _settings(services)
 
 
 @put("/settings", opt={"role": "viewer", "audit": "settings.update"})
-async def put_settings(request: Request, data: SettingsIn) -> dict[str, Any]:
+async def put_settings(request: Request, data: SettingsIn) -> SettingsOut:
     """Instance settings (instance admins); a setting left out is left as it is."""
     services, actor = context(request)
     if data.route_workspace_prefix is not None:
@@ -201,9 +293,8 @@ async def put_settings(request: Request, data: SettingsIn) -> dict[str, Any]:
     return await _settings(services)
 
 
-async def _settings(services: Services) -> dict[str, Any]:
-    return {"routeWorkspacePrefix": await services.routes.prefixed(),
-            "allowPrivateUrls": await services.instance.allow_private_urls()}
+async def _settings(services: Services) -> SettingsOut:
+    return SettingsOut(await services.routes.prefixed(), await services.instance.allow_private_urls())
 
 
 HANDLERS = [

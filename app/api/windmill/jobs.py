@@ -17,10 +17,12 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from app.api.bounds import Percent, seconds_from_now
 from app.api.context import context, json_body, json_string
+from app.api.documented import CANCEL_REASON, RUN_ARGS
 from app.api.v1.jobs import FINAL, result_response
 from app.errors import BadRequest, Conflict, NotFound
 from app.services import Services
@@ -140,16 +142,33 @@ async def _enqueue(request: Request, path: str | None = None, digest: str | None
     return Response(job_id, media_type=MediaType.TEXT, status_code=201)
 
 
-@post("/jobs/run/p/{path:path}", opt={"role": "executor"}, status_code=201)
+@post("/jobs/run/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
 async def run_by_path(request: Request, path: str) -> Response[str]:
     """Queue a run of the latest version at `path`; answered with the job id, as text."""
     return await _enqueue(request, path=path.lstrip("/"))
 
 
-@post("/jobs/run/h/{digest:str}", opt={"role": "executor"}, status_code=201)
+@post("/jobs/run/h/{digest:str}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
 async def run_by_hash(request: Request, digest: str) -> Response[str]:
     """Queue a run of one script version; answered with the job id, as text."""
     return await _enqueue(request, digest=digest)
+
+
+class WindmillError(msgspec.Struct):
+    """A failed run's error as Windmill shows it."""
+
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    message: str | msgspec.UnsetType = msgspec.UNSET
+    stack: str | msgspec.UnsetType = msgspec.UNSET
+    traceback: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class WindmillRunFailed(msgspec.Struct):
+    error: WindmillError
+
+
+RUN_FAILED = {422: ResponseSpec(WindmillRunFailed, generate_examples=False, description=(
+    "The run ended FAILED, TIMED_OUT or CANCELLED: Windmill's `{\"error\": {name, message, stack}}`."))}
 
 
 async def _run_and_wait(request: Request, path: str | None = None, digest: str | None = None) -> Response[Any]:
@@ -163,13 +182,13 @@ async def _run_and_wait(request: Request, path: str | None = None, digest: str |
     return Response(windmill_error(outcome.status, outcome.error), headers={"x-job-id": job_id}, status_code=422)
 
 
-@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200, responses=RUN_FAILED)
 async def run_wait_by_path(request: Request, path: str) -> Response[Any]:
     """Run the latest version at `path` and answer with its result."""
     return await _run_and_wait(request, path=path.lstrip("/"))
 
 
-@post("/jobs/run_wait_result/h/{digest:str}", opt={"role": "executor"}, status_code=200)
+@post("/jobs/run_wait_result/h/{digest:str}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200, responses=RUN_FAILED)
 async def run_wait_by_hash(request: Request, digest: str) -> Response[Any]:
     """Run one script version and answer with its result."""
     return await _run_and_wait(request, digest=digest)
@@ -220,7 +239,7 @@ async def get_root_job_id(request: Request, job_id: str) -> Response[bytes]:
     return json_string(job["root_job"] or job["parent_job"] or job["id"])
 
 
-@post("/jobs_u/queue/cancel/{job_id:str}", opt={"role": "executor", "audit": "job.cancel"}, status_code=200)
+@post("/jobs_u/queue/cancel/{job_id:str}", opt={"role": "executor", "audit": "job.cancel", "body": CANCEL_REASON}, status_code=200)
 async def cancel(request: Request, job_id: str) -> Response[str]:
     """Cancel a queued run or kill a running one, with the caller's reason; 409 when the run
     was already final."""
