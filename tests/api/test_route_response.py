@@ -266,7 +266,7 @@ def test_a_route_without_cors_is_unchanged(server: FlowmillServer, api: httpx.Cl
 def test_cors_round_trips_and_is_editable(server: FlowmillServer, api: httpx.Client) -> None:
     route = _route(api, "cors/edit", cors={"allowOrigins": ["HTTPS://App.Example/", "http://[::1]:8080"], "maxAgeS": 60})
     assert route["cors"] == {"allowOrigins": [ORIGIN, "http://[::1]:8080"], "allowMethods": ["POST"],
-                             "allowCredentials": False, "maxAgeS": 60}
+                             "allowHeaders": None, "exposeHeaders": None, "allowCredentials": False, "maxAgeS": 60}
     assert api.get(f"/api/v1/routes/{route['id']}").json()["cors"] == route["cors"]
     spec = {"method": "POST", "requestType": "sync", "runnable": {"kind": "script", "path": "f/resp/shape"},
             "cors": {"allowOrigins": ["https://other.example"], "allowCredentials": True}}
