@@ -22,12 +22,19 @@ def invalid_arguments(error: ArgumentError) -> InvalidArguments:
     })
 
 
-def takes_kwargs(content: str) -> bool:
-    """Whether the script's `main` takes **kwargs (an argument it does not name is its too)."""
+def checker_of(schema: dict[str, Any], content: str) -> Arguments:
+    """The checker of a version with `schema` and source `content`: open when `main` takes
+    **kwargs (an argument it does not name is its too), and blind to the items of a bare
+    `list` (the schema shows them as strings, as Windmill does; Python says nothing of them)."""
     try:
-        return inspect_script(content).takes_kwargs
+        info = inspect_script(content)
     except ScriptSyntaxError:  # saved, so it compiles; were it not, nothing is refused for it
-        return True
+        return Arguments(schema, open=True)
+    if info.untyped_items:
+        properties = {name: {**sub, "items": {}} if name in info.untyped_items else sub
+                      for name, sub in (schema.get("properties") or {}).items()}
+        schema = {**schema, "properties": properties}
+    return Arguments(schema, open=info.takes_kwargs)
 
 
 class ArgumentChecks:
@@ -42,7 +49,7 @@ class ArgumentChecks:
         if checker is None:
             if len(self._by_version) >= MAX_CHECKERS:
                 self._by_version.clear()
-            checker = Arguments(version["schema"], open=takes_kwargs(version["content"]))
+            checker = checker_of(version["schema"], version["content"])
             self._by_version[version["hash"]] = checker
         return checker
 

@@ -538,7 +538,8 @@ class Jobs:
         )
         if run.event is not None:  # the preprocessor makes main's arguments: the child checks them
             version = run.version()
-            child.main_schema, child.main_takes_kwargs = version["schema"], self.arguments.of(version).open
+            checker = self.arguments.of(version)  # main's arguments as checked before runs without one
+            child.main_schema, child.main_takes_kwargs = checker.schema, checker.open
         handle = await forkserver.submit(child, sink.line)
         cancel.on_cancel(handle.cancel)
         outcome = await handle.outcome

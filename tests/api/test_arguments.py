@@ -229,3 +229,15 @@ def test_a_preprocessor_run_records_mains_arguments_and_keeps_the_event(server: 
     later = httpx.get(f"{server.url}/api/r/args/pre_ok/bob?n=x")  # the preprocessor itself fails: no args to record
     assert later.status_code == 422
     assert api.get(f"/api/v1/jobs/{later.headers['x-job-id']}").json()["event"]["params"] == {"who": "bob"}
+
+
+def test_a_bare_list_takes_any_items(server: FlowmillServer, api: httpx.Client) -> None:
+    """`def main(xs: list)` says nothing of the items (the schema shows strings, for Windmill's
+    forms): any JSON items are taken; `list[int]` is checked."""
+    saved = api.post("/api/v1/scripts", json={"path": "f/a/bare", "content": (
+        "def main(xs: list, ns: list[int] = []):\n    return [xs, ns]\n")})
+    assert saved.status_code in (200, 201), saved.text
+    assert api.get("/api/v1/scripts/p/f/a/bare").json()["schema"]["properties"]["xs"]["items"] == {"type": "string"}
+    answer = api.post("/api/v1/jobs/run_wait_result/p/f/a/bare", json={"xs": [1, "two", {"three": 3}]})
+    assert answer.status_code == 200 and answer.json() == [[1, "two", {"three": 3}], []]
+    refused(api.post("/api/v1/jobs/run_wait_result/p/f/a/bare", json={"xs": [], "ns": ["x"]}), "ns")

@@ -241,11 +241,12 @@ def _single(check: Checker, kind: str | None) -> Checker:
 class Arguments:
     """The checker of one script version's arguments."""
 
-    __slots__ = ("_checks", "_empty_is_none", "_nullable", "_required", "open")
+    __slots__ = ("_checks", "_empty_is_none", "_nullable", "_required", "open", "schema")
 
     def __init__(self, schema: dict[str, Any], open: bool = False) -> None:
         """`schema`: the version's JSON Schema (schema.py); `open`: main takes **kwargs, so an
         argument it does not name is passed on unchecked."""
+        self.schema = schema
         properties: dict[str, Any] = schema.get("properties") or {}
         required = set(schema.get("required") or ())
         self._checks = {name: _single(_compile(sub), sub.get("type")) for name, sub in properties.items()}

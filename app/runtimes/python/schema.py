@@ -61,6 +61,9 @@ class ScriptInfo:
     is_async: bool
     resource_types: list[str]
     takes_kwargs: bool = False  # `def main(..., **kwargs)`: arguments it does not name are its too
+    # Arguments annotated with a bare `list`: their items are shown as strings (Windmill's
+    # reading, for its forms) but nothing says what they are, so they are not checked.
+    untyped_items: frozenset[str] = frozenset()
 
 
 def inspect_script(source: str) -> ScriptInfo:
@@ -78,6 +81,7 @@ def inspect_script(source: str) -> ScriptInfo:
     annotations = _Annotations(tree)
     properties: dict[str, Any] = {}
     required: list[str] = []
+    untyped_items = set()
     for argument, default_node in _arguments(main.args):
         schema, optional = annotations.schema(argument.annotation)
         default = _MISSING if default_node is None else _literal(default_node)
@@ -87,6 +91,8 @@ def inspect_script(source: str) -> ScriptInfo:
             elif schema.get("type") == "array" and "items" not in schema and isinstance(default, list) and default:
                 schema["items"] = _schema_of_value(default)["items"]
             schema["default"] = default
+        if schema.get("type") == "array" and "items" not in schema:
+            untyped_items.add(argument.arg)
         properties[argument.arg] = {**_complete(schema), "description": ""}
         if default_node is None and not optional:
             required.append(argument.arg)
@@ -96,7 +102,7 @@ def inspect_script(source: str) -> ScriptInfo:
         has_preprocessor="preprocessor" in functions,
         is_async=isinstance(main, ast.AsyncFunctionDef),
         resource_types=annotations.resource_types,
-        takes_kwargs=main.args.kwarg is not None,
+        takes_kwargs=main.args.kwarg is not None, untyped_items=frozenset(untyped_items),
     )
 
 
