@@ -111,7 +111,7 @@ class UsageError(FlowmillError):
 
 def _client(args: argparse.Namespace) -> Client:
     from app.client import Client
-    from app.config import load_remote
+    from app.profiles import load_remote
 
     remote = load_remote(url=getattr(args, "url", None), token=getattr(args, "token", None),
                          workspace=getattr(args, "workspace", None), profile=getattr(args, "profile", None))
@@ -135,8 +135,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from app.config import config_dir
-    from app.profiles import DEFAULT, Profile, Profiles
+    from app.profiles import DEFAULT, Profile, Profiles, config_dir
 
     url = (args.server or getattr(args, "url", None) or "http://127.0.0.1:8080").rstrip("/")
     name = getattr(args, "profile", None) or DEFAULT
@@ -174,8 +173,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 def cmd_logout(args: argparse.Namespace) -> int:
     """Forget a profile's token (it stays valid on the server until revoked there)."""
-    from app.config import config_dir
-    from app.profiles import Profiles
+    from app.profiles import Profiles, config_dir
 
     profiles = Profiles(config_dir())
     name = getattr(args, "profile", None)

@@ -31,7 +31,7 @@ from app.api.respond import route_answer
 from app.api.v1.jobs import run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized, Unavailable
 from app.security.signatures import ALWAYS_SECRET_HEADERS, Refused, verify_api_key, verify_basic, verify_hmac
-from app.server.access import bearer_token
+from app.api.context import bearer_token
 from app.services import Services
 from app.services.actor import Actor, at_least
 from app.services.jobs import Trigger

@@ -15,19 +15,10 @@ from typing import Any
 
 from litestar.handlers.base import BaseRouteHandler
 
+from app.api.context import bearer_token
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.services.accounts import DEFAULT_WORKSPACE
-from app.services.actor import Actor, at_least
-
-OPTIONAL = "optional"  # opt["role"] for routes that work signed in or not (registration)
-
-
-def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() or None if scheme.lower() == "bearer" else None
-    return None
+from app.services.actor import OPTIONAL, Actor, at_least
 
 
 async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id: str) -> Actor:

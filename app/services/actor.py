@@ -9,6 +9,7 @@ from app.errors import Forbidden
 
 ROLES = ("viewer", "executor", "editor", "admin")
 RANK = {role: rank for rank, role in enumerate(ROLES)}
+OPTIONAL = "optional"  # a handler's opt["role"] when it works signed in or not (registration)
 
 
 def lowest(role: str, other: str) -> str:
