@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import app as flowmill
@@ -44,11 +46,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring the schema up to date (what `serve` does at start), and say so."""
     from app.store.migrate import prepare
 
+    settings = _settings(args)
+
     async def run() -> None:
-        db = await prepare(_settings(args))  # refuses a corrupt or newer database, migrates
+        db = await prepare(settings)  # refuses a corrupt or newer database, migrates
         await db.close()
 
-    asyncio.run(run())
+    with _owning(settings):  # not under a running server (app.server.owner says why)
+        asyncio.run(run())
     print("the schema is up to date")
     return 0
 
@@ -60,8 +65,9 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
     password = _password(args.password_stdin, f"password for {args.username}: ")
 
+    settings = _settings(args)
+
     async def run() -> dict[str, object]:
-        settings = _settings(args)
         db = await prepare(settings)
         try:
             services = await build_services(settings, db)
@@ -71,9 +77,22 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    user = asyncio.run(run())
+    with _owning(settings):  # it migrates, as `serve` does: not under a running server
+        user = asyncio.run(run())
     print(f"created {user['username']} ({user['role']}{', instance admin' if user['superadmin'] else ''})")
     return 0
+
+
+@contextlib.contextmanager
+def _owning(settings: Settings) -> Iterator[None]:
+    """Hold the data dir as `serve` does while a command changes its database."""
+    from app.server.owner import claim
+
+    owner = claim(settings)
+    try:
+        yield
+    finally:
+        owner.release()
 
 
 def _password(from_stdin: bool, prompt: str) -> str:
@@ -92,7 +111,7 @@ class UsageError(FlowmillError):
 
 def _client(args: argparse.Namespace) -> Client:
     from app.client import Client
-    from app.config import load_remote
+    from app.profiles import load_remote
 
     remote = load_remote(url=getattr(args, "url", None), token=getattr(args, "token", None),
                          workspace=getattr(args, "workspace", None), profile=getattr(args, "profile", None))
@@ -116,8 +135,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from app.config import config_dir
-    from app.profiles import DEFAULT, Profile, Profiles
+    from app.profiles import DEFAULT, Profile, Profiles, config_dir
 
     url = (args.server or getattr(args, "url", None) or "http://127.0.0.1:8080").rstrip("/")
     name = getattr(args, "profile", None) or DEFAULT
@@ -155,8 +173,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 def cmd_logout(args: argparse.Namespace) -> int:
     """Forget a profile's token (it stays valid on the server until revoked there)."""
-    from app.config import config_dir
-    from app.profiles import Profiles
+    from app.profiles import Profiles, config_dir
 
     profiles = Profiles(config_dir())
     name = getattr(args, "profile", None)

@@ -11,14 +11,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-from platformdirs import user_config_dir, user_data_dir
+from platformdirs import user_data_dir
 
 from app.errors import ConfigError
-
-if TYPE_CHECKING:
-    from app.client import Remote
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -145,29 +140,3 @@ def load_settings(
 def replace(settings: Settings, **changes: object) -> Settings:
     """A copy of `settings` with some fields changed (tests and the CLI use it)."""
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
-
-
-def config_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where the command line keeps its profiles (FLOWMILL_CONFIG_DIR, else the OS config dir)."""
-    env = os.environ if env is None else env
-    return Path(env.get("FLOWMILL_CONFIG_DIR") or user_config_dir("flowmill"))
-
-
-def load_remote(env: Mapping[str, str] | None = None, **overrides: str | None) -> Remote:
-    """Where the command line finds the server: flags, then FLOWMILL_URL / _TOKEN / _WORKSPACE,
-    then the profile (`--profile`, FLOWMILL_PROFILE or the one `flowmill login` made current)."""
-    from app.client import Remote
-    from app.profiles import Profiles
-
-    env = os.environ if env is None else env
-    name = overrides.get("profile") or env.get("FLOWMILL_PROFILE")
-    profile = Profiles(config_dir(env)).get(name)
-    if name and profile is None:
-        raise ConfigError(f"no profile {name!r}: log in with `flowmill login --profile {name} URL`")
-    port = env.get("FLOWMILL_PORT", "8080")
-    return Remote(
-        url=overrides.get("url") or env.get("FLOWMILL_URL") or (profile.url if profile else "") or f"http://127.0.0.1:{port}",
-        token=overrides.get("token") or env.get("FLOWMILL_TOKEN") or (profile.token if profile else None),
-        workspace=overrides.get("workspace") or env.get("FLOWMILL_WORKSPACE") or (profile.workspace if profile else "main"),
-        profile=profile.name if profile else None,
-    )

@@ -11,9 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from platformdirs import user_config_dir
+
+from app.client import Remote
 from app.errors import ConfigError
 
 DEFAULT = "default"
@@ -81,3 +85,26 @@ class Profiles:
             return False
         self._write(data)
         return True
+
+
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the command line keeps its profiles (FLOWMILL_CONFIG_DIR, else the OS config dir)."""
+    env = os.environ if env is None else env
+    return Path(env.get("FLOWMILL_CONFIG_DIR") or user_config_dir("flowmill"))
+
+
+def load_remote(env: Mapping[str, str] | None = None, **overrides: str | None) -> Remote:
+    """Where the command line finds the server: flags, then FLOWMILL_URL / _TOKEN / _WORKSPACE,
+    then the profile (`--profile`, FLOWMILL_PROFILE or the one `flowmill login` made current)."""
+    env = os.environ if env is None else env
+    name = overrides.get("profile") or env.get("FLOWMILL_PROFILE")
+    profile = Profiles(config_dir(env)).get(name)
+    if name and profile is None:
+        raise ConfigError(f"no profile {name!r}: log in with `flowmill login --profile {name} URL`")
+    port = env.get("FLOWMILL_PORT", "8080")
+    return Remote(
+        url=overrides.get("url") or env.get("FLOWMILL_URL") or (profile.url if profile else "") or f"http://127.0.0.1:{port}",
+        token=overrides.get("token") or env.get("FLOWMILL_TOKEN") or (profile.token if profile else None),
+        workspace=overrides.get("workspace") or env.get("FLOWMILL_WORKSPACE") or (profile.workspace if profile else "main"),
+        profile=profile.name if profile else None,
+    )

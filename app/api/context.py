@@ -22,6 +22,15 @@ def context(request: Request) -> tuple[Services, Actor]:
     return request.app.state.services, request.scope["state"]["actor"]
 
 
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() or None if scheme.lower() == "bearer" else None
+    return None
+
+
 async def json_body(request: Request) -> Any:
     """The body as JSON, `{}` when empty (a run's arguments may be left out)."""
     body = await request.body()

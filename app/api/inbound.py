@@ -31,7 +31,7 @@ from app.api.respond import route_answer
 from app.api.v1.jobs import run_events
 from app.errors import BadRequest, FlowmillError, Forbidden, MethodNotAllowed, NotFound, Unauthorized, Unavailable
 from app.security.signatures import ALWAYS_SECRET_HEADERS, Refused, verify_api_key, verify_basic, verify_hmac
-from app.server.access import bearer_token
+from app.api.context import bearer_token
 from app.services import Services
 from app.services.actor import Actor, at_least
 from app.services.jobs import Trigger
@@ -318,14 +318,16 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
         raise NotFound("no webhook with this key")
     headers = _headers(request)
     if webhook.secret is not None:
-        given = headers.get(WEBHOOK_SECRET_HEADER) or request.query_params.get("secret") or ""
+        given = headers.get(WEBHOOK_SECRET_HEADER) or ""  # never from the URL: secrets do not travel in URLs
         if not hmac.compare_digest(given.encode(), webhook.secret.encode()):
             log.info("refused POST /api/v1/webhook/%s: %s", webhook.id, "no X-Webhook-Secret" if not given else "secret mismatch")
             raise _refused(request, "webhook", "this webhook needs its secret in X-Webhook-Secret")
     raw = await read_body(request, services.settings.max_body_bytes)
     body = _body(raw, headers, raw_body=False)
-    # The secret's query form (`?secret=`) is dropped with its header: neither is the script's.
-    query = {k: v for k, v in request.query_params.items() if k != "secret"}
+    # A webhook's secret sent in the URL as well is not stored with the run's event.
+    query = dict(request.query_params)
+    if webhook.secret is not None:
+        query.pop("secret", None)
     event = _event("webhook", key, key, request.method, body, raw, {}, query, headers, _WEBHOOK_HIDDEN)
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")
     args, text = _args(body, raw, {}, {}, wrap=False, raw_body=False, form=_is_form(headers))

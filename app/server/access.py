@@ -15,19 +15,13 @@ from typing import Any
 
 from litestar.handlers.base import BaseRouteHandler
 
+from app.api.context import bearer_token
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.services.accounts import DEFAULT_WORKSPACE
-from app.services.actor import Actor, at_least
-
-OPTIONAL = "optional"  # opt["role"] for routes that work signed in or not (registration)
+from app.services.actor import OPTIONAL, Actor, at_least
 
 
-def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() or None if scheme.lower() == "bearer" else None
-    return None
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id: str) -> Actor:
@@ -36,8 +30,14 @@ async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id
     workspace = scope["path_params"].get("workspace", DEFAULT_WORKSPACE)
     action = handler.opt.get("audit") or ""
     status = getattr(handler, "status_code", None) or 200  # what it answers when it succeeds
+    # A change's audit entries, tracked so that one whose service writes none is audited by
+    # the server (app.server.audit); a run's success is recorded by the run itself.
+    audited: list[str] | None = (
+        [] if action and scope["method"] in MUTATING and handler.opt.get("audit_success", True) else None
+    )
     if needed is None:
-        return Actor(None, workspace, None, request_id=request_id, action=action, status=status)
+        return Actor(None, workspace, None, request_id=request_id, action=action, status=status,
+                     audited=audited)
     services = scope["litestar_app"].state.services
     run_id = run_token_exp = run_cap = None
     if not services.settings.auth:
@@ -46,12 +46,14 @@ async def authorize(scope: dict[str, Any], handler: BaseRouteHandler, request_id
         token = bearer_token(scope["headers"])
         if token is None:
             if needed == OPTIONAL:
-                return Actor(None, workspace, None, request_id=request_id, action=action, status=status)
+                return Actor(None, workspace, None, request_id=request_id, action=action, status=status,
+                             audited=audited)
             raise Unauthorized("this needs a token: Authorization: Bearer <token>")
         username, superadmin, role, run_id, run_token_exp, run_cap = await services.accounts.authenticate(token, workspace)
         if superadmin:
             role = "admin"
-    actor = Actor(username, workspace, role, superadmin, request_id, action, run_id, run_token_exp, run_cap, status)
+    actor = Actor(username, workspace, role, superadmin, request_id, action, run_id, run_token_exp, run_cap, status,
+                  audited)
     scope["state"]["actor"] = actor  # known even when refused below, for the audit entry
     if superadmin and workspace != DEFAULT_WORKSPACE and not await services.accounts.workspace_exists(workspace):
         raise NotFound(f"no workspace {workspace}")

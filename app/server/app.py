@@ -19,6 +19,7 @@ from app.api.windmill import windmill_routers
 from app.api import inbound
 from app.api.context import bound_typed_body
 from app.api.v1 import audit, auth, credentials, health, jobs, kv, routes, scripts, triggers, variables, workspaces
+from app.server.audit import check_declared
 from app.server.errors import EXCEPTION_HANDLERS
 from app.server.logs import AccessLog
 from app.server.metrics import Metrics
@@ -76,7 +77,7 @@ def create_app(services: Services) -> Litestar:
         ),
         security=[{"bearer": []}],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *auth.HANDLERS,
             *health.HANDLERS,
@@ -87,7 +88,8 @@ def create_app(services: Services) -> Litestar:
             create_static_files_router(DOCS_ASSETS, [_SWAGGER_UI], include_in_schema=False,
                                        cache_control=None, send_as_attachment=False),
         ],
-        middleware=[request_middleware(metrics, access, services.jobs.executor, services.settings.body_timeout_s)],
+        middleware=[request_middleware(metrics, access, services.jobs.executor, services.settings.body_timeout_s,
+                                       services.audit)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=bound_typed_body,
         openapi_config=openapi,
@@ -96,3 +98,5 @@ def create_app(services: Services) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    check_declared(app)  # every change audited: a handler that forgets to say how cannot be served
+    return app

@@ -25,8 +25,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.engine.executor import Executor
 from app.errors import RequestTimeout
 from app.server.access import authorize
+from app.server.audit import record_success
 from app.server.logs import AccessLog
 from app.server.metrics import Metrics
+from app.services.audit import AuditLog
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -95,7 +97,7 @@ class BodyDeadlines:
 
 
 def request_middleware(
-    metrics: Metrics, access: AccessLog, executor: Executor, body_timeout_s: float
+    metrics: Metrics, access: AccessLog, executor: Executor, body_timeout_s: float, audit: AuditLog
 ) -> Callable[[ASGIApp], ASGIApp]:
     prefix = secrets.token_hex(4)
     deadlines = BodyDeadlines(body_timeout_s)
@@ -122,11 +124,13 @@ def request_middleware(
                 if message["type"] == "http.response.start" and not state.get("answered"):
                     status = message["status"]
                     message["headers"] = [*message.get("headers", ()), header]
+                    if actor.audited == [] and status < 400:  # a change its service did not audit
+                        await record_success(audit, actor, scope["path"], status)
                 await send(message)
 
             request_started()  # runs nobody waits for yield to a burst of requests
             deadline = asyncio.get_running_loop().time() + body_timeout_s
-            state["actor"] = await authorize(scope, scope["route_handler"], request_id)  # type: ignore[arg-type]
+            state["actor"] = actor = await authorize(scope, scope["route_handler"], request_id)  # type: ignore[arg-type]
             await app(scope, deadlines.receive(receive, deadline), send_with_id)
             if status:  # an error answered by the exception handlers was counted there
                 elapsed = clock() - started

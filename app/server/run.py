@@ -32,6 +32,7 @@ from app.security.datadir import secure_data_dir
 from app.server.app import create_app
 from app.server.errors import drain_audit
 from app.server.logs import configure as configure_logging
+from app.server.owner import claim
 from app.services import build_services
 from app.store.migrate import prepare
 
@@ -86,6 +87,15 @@ class Shutdown:
 async def serve_async(settings: Settings, ready: asyncio.Event | None = None,
                       shutdown: Shutdown | None = None) -> None:
     """Prepare everything, serve until SIGINT/SIGTERM, then shut down cleanly."""
+    # First of all: a second server on this data dir stops here, having touched nothing.
+    owner = claim(settings)
+    try:
+        await _serve(settings, ready, shutdown)
+    finally:
+        owner.release()
+
+
+async def _serve(settings: Settings, ready: asyncio.Event | None, shutdown: Shutdown | None) -> None:
     # Scripts run as this user: this process's environment (the database URL), memory and
     # descriptors are closed to them, and the data dir is this user's alone.
     make_undumpable()

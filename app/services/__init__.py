@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import shutil
+from pathlib import Path
 
 from app.config import Settings
 from app.engine.forkserver import ForkServer, ForkServerError, WallSettings
@@ -78,6 +81,30 @@ def wall_settings(settings: Settings) -> WallSettings:
     )
 
 
+def runtime_dir(settings: Settings) -> Path:
+    """Where this process's fork servers keep their sockets: `<home>/run` on SQLite (one server
+    per data dir holds it, `app.server.owner`), `<home>/run/<pid>` on PostgreSQL, where several
+    processes may share a home; the folders of processes that are gone are removed."""
+    base = settings.home / "run"
+    if settings.is_sqlite:
+        return base
+    if base.is_dir():
+        for entry in base.iterdir():
+            if entry.name.isdigit() and entry.is_dir() and not _alive(int(entry.name)):
+                shutil.rmtree(entry, ignore_errors=True)
+    return base / str(os.getpid())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _wait_ready(forkserver: ForkServer) -> None:
     try:
         forkserver.wait_ready()
@@ -110,8 +137,9 @@ async def build_services(settings: Settings, db: Database) -> Services:
     credentials = Credentials(db, vault, masks)
     resources = Resources(db, variables, credentials)
     wall = wall_settings(settings)
-    forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), wall=wall)
-    lean_forkserver = ForkServer(settings.home / "run", idle_children=min(4, settings.workers), lean=True, wall=wall)
+    run_dir = runtime_dir(settings)
+    forkserver = ForkServer(run_dir, idle_children=min(4, settings.workers), wall=wall)
+    lean_forkserver = ForkServer(run_dir, idle_children=min(4, settings.workers), lean=True, wall=wall)
     instance = InstanceSettings(db)
     jobs = Jobs(settings, db, scripts, resources, accounts, jwt, forkserver, lean_forkserver, masks)
     return Services(

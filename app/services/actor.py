@@ -9,6 +9,7 @@ from app.errors import Forbidden
 
 ROLES = ("viewer", "executor", "editor", "admin")
 RANK = {role: rank for rank, role in enumerate(ROLES)}
+OPTIONAL = "optional"  # a handler's opt["role"] when it works signed in or not (registration)
 
 
 def lowest(role: str, other: str) -> str:
@@ -36,6 +37,10 @@ class Actor:
     run_token_exp: int | None = None
     run_cap: str | None = None  # a run's token: the most it may hold
     status: int = 200  # what the request answers when it succeeds, for its audit entry
+    # The targets a service audited in the transaction of its change (`audit.entry`); a
+    # mutating request that succeeds with none is audited by the server (middleware). None:
+    # nothing to track (a read, a handler that declares no audit).
+    audited: list[str] | None = None
 
 
 def refuse_run_token(actor: Actor, what: str) -> None:

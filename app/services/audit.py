@@ -1,7 +1,10 @@
 """The audit log: an entry for every change (who, what, workspace, when, outcome).
 
-A successful change writes its entry in the same transaction as the change itself (see
-`entry`); a refused or failed one is recorded afterwards by the server's error handler.
+Every mutating handler declares its action (`opt={"audit": "route.create"}`, checked when the
+app is built, `app.server.audit`). A service that writes its entry in the same transaction as
+its change (`entry`) makes it durable with the change; for a change whose service writes none,
+the server writes one after the change is committed and before the answer is sent. A refused
+or failed change is recorded afterwards by the server's error handler.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ MAX_PAGE = 200
 
 def entry(actor: Actor, target: str, outcome: str = "success", status: int | None = None, action: str = "") -> Statement:
     """The statement that records `actor` doing its action on `target`, with the status the
-    request answers (by default its handler's success status: 201 for a create, 204 a delete)."""
+    request answers (by default its handler's success status: 201 for a create, 204 a delete).
+    The request is then known to be audited: the server writes no second entry for it."""
+    if actor.audited is not None:
+        actor.audited.append(target)
     return Statement(
         INSERT,
         (now_ms(), actor.workspace[:64], actor.username, (action or actor.action)[:100], target[:600], outcome,

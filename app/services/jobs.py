@@ -41,6 +41,7 @@ from app.ids import random_uuid
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
 from app.security.tokens import JwtCodec
 from app.services.accounts import Accounts
+from app.services import audit
 from app.services.actor import Actor, lowest
 from app.services.arguments import ArgumentChecks
 from app.services.resources import Resources, UnreadableReference, may_hold_references
@@ -408,13 +409,18 @@ class Jobs:
             "UPDATE job SET status = 'CANCELLED', finished_at = $1, error = $2 WHERE id = $3 AND status = 'QUEUED'",
             (now_ms(), error, job_id),
         ))
-        if results[0].rowcount:
+        matched = results[0].rowcount
+        if matched:
             self.executor.cancel(job_id, reason)  # so that a thread about to claim it lets it go
             self.executor.hub.publish(job_id, False)
         else:
             # Running, or claimed between our read and the update above: ask whoever runs it to stop.
-            await self.db.execute("UPDATE job SET cancel_requested = 1 WHERE id = $1 AND status = 'RUNNING'", job_id)
+            asked = await self.db.write(Statement(
+                "UPDATE job SET cancel_requested = 1 WHERE id = $1 AND status = 'RUNNING'", (job_id,)))
+            matched = asked[0].rowcount
             self.executor.cancel(job_id, reason)
+        # Audited as what it was, once the outcome is known: a finished run is left as it is.
+        await self.db.write(audit.entry(actor, f"job:{job_id}", "success" if matched else "unchanged"))
         return await self.get(actor.workspace, job_id)
 
     async def evaluate(self, actor: Actor, path: str, args: dict[str, Any], timeout_s: float) -> Any:

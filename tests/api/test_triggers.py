@@ -47,6 +47,9 @@ def test_webhook_secret_and_disabling(server: FlowmillServer, api: httpx.Client)
     before = server.count("job")
     assert httpx.post(url, json={}).status_code == 401
     assert httpx.post(url, json={}, headers={"X-Webhook-Secret": "hook-secret-78"}).status_code == 401
+    # secrets do not travel in URLs: the query form is refused as a missing secret
+    in_url = httpx.post(f"{url}?secret=hook-secret-77", json={})
+    assert in_url.status_code == 401 and "X-Webhook-Secret" in in_url.json()["error"]["message"]
     assert server.count("job") == before
     assert httpx.post(url, json={}, headers={"X-Webhook-Secret": "hook-secret-77"}).status_code == 202
     disabled = api.put(f"/api/v1/triggers/{hook['id']}", json={"kind": "webhook", "runnable": hook["runnable"], "enabled": False})

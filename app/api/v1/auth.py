@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Request, post
 
-from app.server.access import OPTIONAL
+from app.services.actor import OPTIONAL
 from app.api.context import context
 
 

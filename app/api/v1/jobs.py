@@ -135,7 +135,7 @@ def _text(request: Request, args: Any) -> frozenset[str]:
     return frozenset()
 
 
-@post("/jobs/run/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
+@post("/jobs/run/p/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=201)
 async def run_async(request: Request, path: str) -> JobCreated:
     """Queue a run of the script at `path`; answered with its id once committed."""
     services, actor = context(request)
@@ -145,7 +145,7 @@ async def run_async(request: Request, path: str) -> JobCreated:
     return JobCreated(job_id, job_id)
 
 
-@post("/jobs/run/h/{digest:str}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
+@post("/jobs/run/h/{digest:str}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=201)
 async def run_hash_async(request: Request, digest: str) -> JobCreated:
     """Queue a run of one script version."""
     services, actor = context(request)
@@ -154,7 +154,7 @@ async def run_hash_async(request: Request, digest: str) -> JobCreated:
     return JobCreated(job_id, job_id)
 
 
-@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200)
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=200)
 async def run_wait_result(request: Request, path: str) -> Response[Any]:
     """Run the script and answer with its result (the job id in `x-job-id`)."""
     services, actor = context(request)
@@ -163,7 +163,7 @@ async def run_wait_result(request: Request, path: str) -> Response[Any]:
                                                              text=_text(request, args)))
 
 
-@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200, responses=RUN_EVENTS)
+@post("/jobs/run_and_stream/p/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=200, responses=RUN_EVENTS)
 async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     """Run the script; stream its result stream (`stream` events) and output lines (`log`
     events) as they come, then a `result` (or `error`) event."""

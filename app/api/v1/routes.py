@@ -213,7 +213,7 @@ async def import_openapi(request: Request, save: bool = False) -> ImportOut:
 _SPEC_FIELDS = ("path", "method", "runnable", "requestType", "auth", "summary", "description")
 
 
-@post("/routes/openapi/export", opt={"role": "viewer"}, status_code=200)
+@post("/routes/openapi/export", opt={"role": "viewer", "audit": False}, status_code=200)
 async def export(request: Request, data: ExportIn) -> Response[str]:
     """An OpenAPI 3.1 document of the workspace's routes and webhooks (YAML or JSON)."""
     services, actor = context(request)
@@ -238,7 +238,7 @@ async def export(request: Request, data: ExportIn) -> Response[str]:
     return Response(text, media_type=media)
 
 
-@post("/routes/openapi/export/curl", opt={"role": "viewer"}, status_code=200)
+@post("/routes/openapi/export/curl", opt={"role": "viewer", "audit": False}, status_code=200)
 async def export_curl(request: Request, data: ExportIn) -> CurlOut:
     """The `curl` command that makes the same export."""
     body = {k: v for k, v in msgspec.to_builtins(data).items() if v not in (None, {}, "yaml")}

@@ -68,7 +68,9 @@ async def resume_by_get(
     await _approvals(request).answer(workspace, job_id, resume_id, signature, approver or "", approve=True)
 
 
-@post("/jobs_u/resume/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_resume_post")
+# role None: public, the signature in the link is the authority.
+@post("/jobs_u/resume/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_resume_post",
+      opt={"role": None, "audit": "job.resume"})
 async def resume_by_post(
     request: Request, workspace: str, job_id: str, resume_id: str, signature: str, approver: str | None = None
 ) -> None:
@@ -84,7 +86,8 @@ async def cancel_by_get(
     await _approvals(request).answer(workspace, job_id, resume_id, signature, approver or "", approve=False)
 
 
-@post("/jobs_u/cancel/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_cancel_post")
+@post("/jobs_u/cancel/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_cancel_post",
+      opt={"role": None, "audit": "job.cancel"})
 async def cancel_by_post(
     request: Request, workspace: str, job_id: str, resume_id: str, signature: str, approver: str | None = None
 ) -> None:

@@ -216,7 +216,7 @@ async def list_resources(
 # -- flow user state ------------------------------------------------------------------------------
 
 
-@post("/jobs/flow/user_states/{flow_id:str}/{key:str}", opt={"role": "executor", "body": ANY_JSON}, status_code=200)
+@post("/jobs/flow/user_states/{flow_id:str}/{key:str}", opt={"role": "executor", "audit": "flow_state.set", "body": ANY_JSON}, status_code=200)
 async def set_flow_user_state(request: Request, flow_id: str, key: str) -> None:
     """Store the JSON body at `key` of the state of run `flow_id` (404 if there is no such run)."""
     services, actor = context(request)

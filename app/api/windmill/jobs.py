@@ -142,13 +142,13 @@ async def _enqueue(request: Request, path: str | None = None, digest: str | None
     return Response(job_id, media_type=MediaType.TEXT, status_code=201)
 
 
-@post("/jobs/run/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
+@post("/jobs/run/p/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=201)
 async def run_by_path(request: Request, path: str) -> Response[str]:
     """Queue a run of the latest version at `path`; answered with the job id, as text."""
     return await _enqueue(request, path=path.lstrip("/"))
 
 
-@post("/jobs/run/h/{digest:str}", opt={"role": "executor", "body": RUN_ARGS}, status_code=201)
+@post("/jobs/run/h/{digest:str}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=201)
 async def run_by_hash(request: Request, digest: str) -> Response[str]:
     """Queue a run of one script version; answered with the job id, as text."""
     return await _enqueue(request, digest=digest)
@@ -182,19 +182,19 @@ async def _run_and_wait(request: Request, path: str | None = None, digest: str |
     return Response(windmill_error(outcome.status, outcome.error), headers={"x-job-id": job_id}, status_code=422)
 
 
-@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200, responses=RUN_FAILED)
+@post("/jobs/run_wait_result/p/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=200, responses=RUN_FAILED)
 async def run_wait_by_path(request: Request, path: str) -> Response[Any]:
     """Run the latest version at `path` and answer with its result."""
     return await _run_and_wait(request, path=path.lstrip("/"))
 
 
-@post("/jobs/run_wait_result/h/{digest:str}", opt={"role": "executor", "body": RUN_ARGS}, status_code=200, responses=RUN_FAILED)
+@post("/jobs/run_wait_result/h/{digest:str}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=200, responses=RUN_FAILED)
 async def run_wait_by_hash(request: Request, digest: str) -> Response[Any]:
     """Run one script version and answer with its result."""
     return await _run_and_wait(request, digest=digest)
 
 
-@post("/jobs/run/f/{path:path}", opt={"role": "executor"}, status_code=201)
+@post("/jobs/run/f/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False}, status_code=201)
 async def run_flow(request: Request, path: str) -> None:
     """Flows are not part of Flowmill yet: a plain 404 rather than a faked run."""
     raise NotFound(f"no flow at {path.lstrip('/')}; flows are not available yet")
@@ -280,7 +280,7 @@ class ProgressIn(msgspec.Struct):
     flow_job_id: str | None = None  # sent by `wmill`; a run's progress is its own here
 
 
-@post("/job_metrics/set_progress/{job_id:str}", opt={"role": "executor"}, status_code=200)
+@post("/job_metrics/set_progress/{job_id:str}", opt={"role": "executor", "audit": "job.progress", "audit_success": False}, status_code=200)
 async def set_progress(request: Request, job_id: str, data: ProgressIn) -> None:
     """Record the run's progress (a percentage)."""
     services, actor = context(request)

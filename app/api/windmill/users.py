@@ -13,7 +13,7 @@ from litestar import MediaType, Request, Response, get, post
 import app as flowmill
 from app.api.context import context
 from app.errors import BadRequest, Unauthorized
-from app.server.access import OPTIONAL
+from app.services.actor import OPTIONAL
 from app.services.actor import Actor
 
 

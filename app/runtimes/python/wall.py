@@ -246,10 +246,6 @@ class Wall:
         if IS_LINUX:
             self._waitpid(0x7FFFFFFF, None, os.WNOHANG)  # no such child: nothing reaped
 
-    @property
-    def landlocked(self) -> bool:
-        return self.abi > 0
-
     # -- in the fork server ------------------------------------------------------------------------
 
     def seal_fork_server(self) -> None:
