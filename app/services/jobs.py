@@ -33,7 +33,7 @@ import msgspec
 from app.config import Settings
 from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
 from app.engine.forkserver import ChildJob, ForkServer
-from app.runtimes.python.child import compile_script, is_light
+from app.runtimes.python.supervisor import compile_script, is_light
 from app.engine.logs import LogSink
 from app.engine.masks import Masks
 from app.errors import BadRequest, NotFound, TooLarge, Unavailable
