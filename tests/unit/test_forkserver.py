@@ -25,7 +25,9 @@ import pytest
 
 from app.engine import forkserver as forkserver_module
 from app.engine.forkserver import ChildJob, ChildOutcome, ForkServer, ForkServerError
-from app.runtimes.python.supervisor import compile_script, is_light, run_frame
+from app.runtimes.python.preload import is_light
+from app.runtimes.python.protocol import run_frame
+from app.runtimes.python.runner import compile_script
 
 Lines = list[tuple[float, str, str]]
 
