@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return pip_main(argv[1:])
     if argv[:1] == ["_forkserver"]:  # started by `serve`, not by hand; it parses its own options
-        from app.runtimes.python.child import main as forkserver
+        from app.runtimes.python.supervisor import main as forkserver
 
         return forkserver(argv[1:])
     args = parse(argv)

@@ -29,7 +29,7 @@ import msgspec
 
 import app
 from app.errors import FlowmillError
-from app.runtimes.python.child import (
+from app.runtimes.python.protocol import (
     Cancel,
     ChildJob,
     Ended,

@@ -33,12 +33,13 @@ import msgspec
 from app.config import Settings
 from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
 from app.engine.forkserver import ChildJob, ForkServer
-from app.runtimes.python.child import compile_script, is_light
 from app.engine.logs import LogSink
 from app.engine.masks import Masks
 from app.errors import BadRequest, NotFound, TooLarge, Unavailable
 from app.ids import random_uuid
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
+from app.runtimes.python.preload import is_light
+from app.runtimes.python.runner import compile_script
 from app.security.tokens import JwtCodec
 from app.services.accounts import Accounts
 from app.services import audit

@@ -6,7 +6,7 @@ One `Arguments` is compiled per script version and reused for every run of it: t
 walked once into small checking functions, so a run pays a dictionary walk, not a schema walk.
 
 JSON values are checked without loose conversion: a JSON string is not an integer. What JSON
-cannot carry stays as the child converts it (app/runtimes/python/child.py `_coerce`): `bytes`
+cannot carry stays as the child converts it (app/runtimes/python/runner.py `_coerce`): `bytes`
 as base64 text, `datetime`/`date` as ISO text; they are checked to decode here. Text values
 are converted: integer and number from their decimal form, boolean from true/false/1/0,
 an array from repeated values (each converted to the items' type), an object from JSON text;

@@ -1,0 +1,159 @@
+"""What the Flowmill server, the fork server and a child send each other.
+
+The Flowmill server keeps one connection to the fork server and multiplexes its runs over it:
+`Run` and `Cancel` go in; `Output` and `Ended` come back. The fork server hands a run's job
+(`ChildJob`, passed on as the server encoded it) to a child, which answers `Finished` or
+`Failed`. Everything is framed the same way: a 4-byte length, then msgspec JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import msgspec
+
+
+class ChildJob(msgspec.Struct, kw_only=True):
+    """One run of a script, as the Flowmill server hands it to a child."""
+
+    source: str
+    path: str  # the script's display path, e.g. f/demo/hello: tracebacks name it
+    args: dict[str, Any]
+    env: dict[str, str]
+    sys_path: list[str] = msgspec.field(default_factory=list)
+    timeout_s: float | None = None  # enforced by the fork server, which kills the child
+    memory_limit_mb: int | None = None
+    preprocessor_event: dict[str, Any] | None = None
+    max_result_bytes: int = 10 * 1024 * 1024
+    max_log_lines: int = 20_000  # the log limits are applied by the server, which reads the pipe
+    max_log_bytes: int = 8 * 1024 * 1024
+    entrypoint: str = "main"
+    code: bytes | None = None  # `source` compiled by `compile_script`: else the child compiles it
+    # With a preprocessor_event: main's schema and whether it takes **kwargs, to check what the
+    # preprocessor returns against (the server checks every other run's arguments before it exists).
+    main_schema: dict[str, Any] | None = None
+    main_takes_kwargs: bool = False
+
+
+class Run(msgspec.Struct, tag_field="t", tag="run"):
+    """Client -> fork server: start `job` (an encoded ChildJob, handed to the child as it is)."""
+
+    id: int
+    job: msgspec.Raw
+    timeout_s: float | None = None
+    max_log_lines: int = 20_000
+    max_log_bytes: int = 8 * 1024 * 1024
+    max_result_bytes: int = 10 * 1024 * 1024
+
+
+class Cancel(msgspec.Struct, tag_field="t", tag="cancel"):
+    """Client -> fork server: kill run `id`; its `Ended` says cancelled."""
+
+    id: int
+
+
+class Output(msgspec.Struct, tag_field="t", tag="output"):
+    """Fork server -> client: log lines of run `id`, as (epoch seconds, stream, text)."""
+
+    id: int
+    lines: list[tuple[float, str, str]]
+
+
+class Ended(msgspec.Struct, tag_field="t", tag="ended"):
+    """Fork server -> client: how run `id` ended; every line of its output was sent before."""
+
+    id: int
+    status: str  # success, error (raised by the script), timeout, cancelled, crashed
+    result: msgspec.Raw = msgspec.Raw(b"null")  # with success: main's return value, as JSON
+    error: dict[str, str] | None = None  # with error: name, message, traceback
+    exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
+    duration_s: float = 0.0
+    args: msgspec.Raw = msgspec.Raw(b"null")  # what main was given, when a preprocessor made it (else null)
+
+
+class Finished(msgspec.Struct, tag_field="t", tag="result"):
+    """Child -> fork server: main returned."""
+
+    result: msgspec.Raw  # main's return value, already JSON: passed on without decoding it again
+    args: msgspec.Raw = msgspec.Raw(b"null")  # main's arguments, when a preprocessor made them
+
+
+class Failed(msgspec.Struct, tag_field="t", tag="error"):
+    """Child -> fork server: the script (or the runner, before it) raised."""
+
+    error: dict[str, str]  # name, message, traceback
+    args: msgspec.Raw = msgspec.Raw(b"null")  # main's arguments, when a preprocessor made them
+
+
+ChildFrame = Finished | Failed  # what a child answers
+ClientFrame = Run | Cancel  # what a client asks
+ServerFrame = Output | Ended  # what the fork server tells a client
+
+HEADER = struct.Struct(">I")
+MAX_ERROR_TEXT = 64 * 1024  # a Failed's message and traceback are cut to this
+
+_encoder = msgspec.json.Encoder()
+_job_decoder = msgspec.json.Decoder(ChildJob)
+child_frames = msgspec.json.Decoder(ChildFrame)
+client_frames = msgspec.json.Decoder(ClientFrame)
+
+
+def encode_frame(message: Any) -> bytes:
+    """A frame: the length of the JSON text, then the text."""
+    data = _encoder.encode(message)
+    return HEADER.pack(len(data)) + data
+
+
+def run_frame(run_id: int, job: ChildJob) -> bytes:
+    """The `Run` frame of `job`."""
+    return encode_frame(Run(run_id, msgspec.Raw(_encoder.encode(job)), job.timeout_s, job.max_log_lines,
+                            job.max_log_bytes, job.max_result_bytes))
+
+
+class FrameReader:
+    """Splits a byte stream into frame bodies; refuses a frame bigger than `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buffer += data
+        bodies = []
+        while len(self.buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self.buffer)
+            if size > self.limit:
+                raise ValueError(f"a message of {size} bytes, past any limit")
+            if len(self.buffer) < HEADER.size + size:
+                break
+            bodies.append(bytes(self.buffer[HEADER.size: HEADER.size + size]))
+            del self.buffer[: HEADER.size + size]
+        return bodies
+
+
+# -- the child's end: a plain descriptor, not a socket object, since every object a child
+# builds or touches costs it copied pages --------------------------------------------------------
+
+
+def read_job(fd: int) -> ChildJob:
+    """The job the fork server sends a child on `fd` (blocking)."""
+    def exactly(size: int) -> bytes:
+        data = os.read(fd, size)
+        while len(data) < size:
+            chunk = os.read(fd, min(size - len(data), 1 << 20))
+            if not chunk:
+                raise EOFError("the server closed the connection before sending the job")
+            data += chunk
+        return data
+
+    (size,) = HEADER.unpack(exactly(HEADER.size))
+    return _job_decoder.decode(exactly(size))
+
+
+def send(fd: int, frame: bytes) -> None:
+    """Write all of `frame` to `fd`."""
+    view = memoryview(frame)
+    while view:
+        view = view[os.write(fd, view):]
