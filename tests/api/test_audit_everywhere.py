@@ -11,7 +11,7 @@ import io
 import itertools
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,12 @@ def _script(c: httpx.Client, w: str) -> dict[str, Any]:
     return {"path": path, **_made(c, "POST", f"{v1(w)}/scripts", json={"path": path, "content": SCRIPT}).json()}
 
 
+def _kv(c: httpx.Client, w: str) -> str:
+    key = f"k{_n()}"
+    _made(c, "PUT", f"{v1(w)}/kv/audit/{key}", json=1)
+    return key
+
+
 def _credential(c: httpx.Client, w: str) -> str:
     return _made(c, "POST", f"{v1(w)}/credentials", json={"name": f"C{_n()}", "value": "v-123456"}).json()["id"]
 
@@ -85,6 +91,12 @@ def _webhook_body(c: httpx.Client, w: str) -> dict[str, Any]:
 
 def _trigger(c: httpx.Client, w: str) -> dict[str, Any]:
     return _made(c, "POST", f"{v1(w)}/triggers", json=_webhook_body(c, w)).json()
+
+
+def _trigger_update(c: httpx.Client, w: str) -> Request:
+    trigger = _trigger(c, w)
+    body = {"kind": "webhook", "runnable": trigger["runnable"], "key": trigger["key"], "summary": "changed"}
+    return "PUT", f"{v1(w)}/triggers/{trigger['id']}", {"json": body}
 
 
 def _route_body(c: httpx.Client, w: str) -> dict[str, Any]:
@@ -155,8 +167,7 @@ CHANGES: dict[str, Change] = {
     "DELETE /api/v1/credentials/{credential_id}": Change("credential.delete", lambda c, w: (
         "DELETE", f"{v1(w)}/credentials/{_credential(c, w)}", {})),
     "PUT /api/v1/kv/{namespace}/{key}": Change("kv.put", lambda c, w: ("PUT", f"{v1(w)}/kv/audit/k{_n()}", {"json": {"a": 1}})),
-    "DELETE /api/v1/kv/{namespace}/{key}": Change("kv.delete", lambda c, w: (
-        lambda key: (_made(c, "PUT", f"{v1(w)}/kv/audit/{key}", json=1), ("DELETE", f"{v1(w)}/kv/audit/{key}", {}))[1])(f"k{_n()}")),
+    "DELETE /api/v1/kv/{namespace}/{key}": Change("kv.delete", lambda c, w: ("DELETE", f"{v1(w)}/kv/audit/{_kv(c, w)}", {})),
     # -- scripts, jobs --
     "POST /api/v1/scripts": Change("script.save", lambda c, w: (
         "POST", f"{v1(w)}/scripts", {"json": {"path": f"f/audit/s{_n()}", "content": SCRIPT}})),
@@ -180,17 +191,14 @@ CHANGES: dict[str, Change] = {
     # -- routes, static files, triggers --
     "POST /api/v1/routes": Change("route.create", lambda c, w: ("POST", f"{v1(w)}/routes", {"json": _route_body(c, w)})),
     "PUT /api/v1/routes/{route_id}": Change("route.update", lambda c, w: (
-        lambda route: ("PUT", f"{v1(w)}/routes/{route['id']}", {"json": {**_route_body(c, w), "path": None, "summary": "changed"}}))(
-        _route(c, w))),
+        "PUT", f"{v1(w)}/routes/{_route(c, w)['id']}", {"json": {**_route_body(c, w), "path": None, "summary": "changed"}})),
     "DELETE /api/v1/routes/{route_id}": Change("route.delete", lambda c, w: ("DELETE", f"{v1(w)}/routes/{_route(c, w)['id']}", {})),
     "POST /api/v1/routes/openapi/import": Change("route.import", lambda c, w: (
         "POST", f"{v1(w)}/routes/openapi/import", {"params": {"save": "true"}, "json": {"spec": SPEC, "folder": f"imp{_n()}"}})),
     "PUT /api/v1/static/{folder}": Change("static.upload", lambda c, w: ("PUT", f"{v1(w)}/static/site{_n()}", {"content": _zip()})),
     "DELETE /api/v1/static/{folder}": Change("static.delete", lambda c, w: ("DELETE", f"{v1(w)}/static/{_static(c, w)}", {})),
     "POST /api/v1/triggers": Change("trigger.create", lambda c, w: ("POST", f"{v1(w)}/triggers", {"json": _webhook_body(c, w)})),
-    "PUT /api/v1/triggers/{trigger_id}": Change("trigger.update", lambda c, w: (
-        lambda trigger: ("PUT", f"{v1(w)}/triggers/{trigger['id']}", {"json": {
-            "kind": "webhook", "runnable": trigger["runnable"], "key": trigger["key"], "summary": "changed"}}))(_trigger(c, w))),
+    "PUT /api/v1/triggers/{trigger_id}": Change("trigger.update", lambda c, w: _trigger_update(c, w)),
     "DELETE /api/v1/triggers/{trigger_id}": Change("trigger.delete", lambda c, w: ("DELETE", f"{v1(w)}/triggers/{_trigger(c, w)['id']}", {})),
     # -- the Windmill API --
     "POST /api/w/{workspace}/variables/create": Change("variable.create", lambda c, w: (
@@ -296,8 +304,11 @@ def _audit(c: httpx.Client, workspaces: tuple[str, ...] = ("main", OTHER)) -> di
 def _audit_of(c: httpx.Client, request_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """The entries of `request_ids`, once each has one: a refusal's entry is written just after
     its answer (`app.server.errors`)."""
-    return wait_for(lambda: (lambda audit: audit if all(audit.get(r) for r in request_ids) else None)(_audit(c)),
-                    what="an audit entry for every refused call")
+    def complete() -> dict[str, list[dict[str, Any]]] | None:
+        audit = _audit(c)
+        return audit if all(audit.get(r) for r in request_ids) else None
+
+    return wait_for(complete, what="an audit entry for every refused call")
 
 
 def _send(c: httpx.Client, request: Request, request_id: str, token: str | None = None) -> httpx.Response:
@@ -307,7 +318,7 @@ def _send(c: httpx.Client, request: Request, request_id: str, token: str | None 
 
 
 @pytest.fixture(scope="module")
-def admin(server: FlowmillServer) -> httpx.Client:
+def admin(server: FlowmillServer) -> Iterator[httpx.Client]:
     with server.client(server.admin_token()) as c:
         if c.get(f"/api/v1/w/{OTHER}/audit").status_code == 404:
             _made(c, "POST", "/api/v1/workspaces", json={"id": OTHER, "name": "Audit walk"})
