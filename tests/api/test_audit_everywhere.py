@@ -1,121 +1,403 @@
-"""Every mutating operation of the OpenAPI document, called successfully, leaves one audit entry
-(or, for a run, the run's own record; for a read with a body, nothing to audit)."""
+"""Every mutating operation of the OpenAPI document, called successfully, leaves exactly one audit
+entry: its action, the status it answered, outcome `success`, found by its request id. A run is
+recorded by its own job row instead; a read with a body changes nothing; what cannot succeed yet
+is called and answers its known refusal. A viewer refused any of them leaves one `denied` entry.
+
+A new mutating endpoint fails `test_every_mutating_operation_is_listed` until it is added here."""
 
 from __future__ import annotations
 
+import io
 import itertools
-from collections.abc import Callable
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.support import FlowmillServer
+from tests.support import PASSWORD, FlowmillServer, wait_for
 
 SCRIPT = "def main(n: int = 1):\n    return {'n': n}\n"
-NOT_CHANGES = {"/api/v1/routes/openapi/export", "/api/v1/routes/openapi/export/curl", "/api/v1/triggers/preview"}
-RUNS = {"/api/v1/jobs/run/p/{path}", "/api/v1/jobs/run/h/{digest}", "/api/v1/jobs/run_wait_result/p/{path}",
-        "/api/v1/jobs/run_and_stream/p/{path}", "/api/v1/webhook/{key}", "/api/w/{workspace}/jobs/run/p/{path}",
-        "/api/w/{workspace}/jobs/run/h/{digest}", "/api/w/{workspace}/jobs/run_wait_result/p/{path}",
-        "/api/w/{workspace}/jobs/run_wait_result/h/{digest}"}
+OTHER = "audit-ws"  # the second workspace: every /api/v1/w/{workspace}/... and /api/w/{workspace}/... call goes there
+SPEC = json.dumps({"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+                   "paths": {"/pets": {"get": {"summary": "list pets"}}}})
 numbers = itertools.count(1)
+
+# (method, URL, httpx keyword arguments): the one request whose audit entry is looked for.
+Request = tuple[str, str, dict[str, Any]]
+# Makes what the request needs (with calls of its own, not looked for) and returns the request,
+# for a workspace: "main" for /api/v1/... and the instance-wide operations, else OTHER.
+Prepare = Callable[[httpx.Client, str], Request]
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # the handler's opt["audit"]
+    prepare: Prepare
+
+
+def v1(workspace: str) -> str:
+    return "/api/v1" if workspace == "main" else f"/api/v1/w/{workspace}"
+
+
+def wm(workspace: str) -> str:
+    return f"/api/w/{workspace}"
+
+
+def _n() -> int:
+    return next(numbers)
+
+
+def _made(c: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    made = c.request(method, url, **kwargs)
+    assert made.status_code in (200, 201), (method, url, made.status_code, made.text)
+    return made
 
 
 def _script(c: httpx.Client, w: str) -> dict[str, Any]:
-    n = next(numbers)
-    saved = c.post(f"{w}/scripts", json={"path": f"f/audit/s{n}", "content": SCRIPT})
-    assert saved.status_code in (200, 201), saved.text
-    return {"path": f"f/audit/s{n}", **saved.json()}
+    path = f"f/audit/s{_n()}"
+    return {"path": path, **_made(c, "POST", f"{v1(w)}/scripts", json={"path": path, "content": SCRIPT}).json()}
 
 
-def _made(c: httpx.Client, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    made = c.post(url, json=body)
-    assert made.status_code in (200, 201), made.text
-    return made.json()
+def _kv(c: httpx.Client, w: str) -> str:
+    key = f"k{_n()}"
+    _made(c, "PUT", f"{v1(w)}/kv/audit/{key}", json=1)
+    return key
 
 
-# Each: (client, "/api/v1" or "/api/v1/w/main") -> the successful call.
-Call = Callable[[httpx.Client, str], httpx.Response]
-CALLS: dict[str, Call] = {
-    "POST /api/v1/credentials": lambda c, w: c.post(f"{w}/credentials", json={"name": f"C{next(numbers)}", "value": "v-123456"}),
-    "PUT /api/v1/credentials/{credential_id}": lambda c, w: c.put(
-        f"{w}/credentials/{_made(c, f'{w}/credentials', {'name': f'C{next(numbers)}', 'value': 'v-123456'})['id']}",
-        json={"value": "v-654321"}),
-    "DELETE /api/v1/credentials/{credential_id}": lambda c, w: c.delete(
-        f"{w}/credentials/{_made(c, f'{w}/credentials', {'name': f'C{next(numbers)}', 'value': 'v-123456'})['id']}"),
-    "PUT /api/v1/kv/{namespace}/{key}": lambda c, w: c.put(f"{w}/kv/audit/k{next(numbers)}", json={"a": 1}),
-    "DELETE /api/v1/kv/{namespace}/{key}": lambda c, w: (
-        lambda k: (c.put(f"{w}/kv/audit/{k}", json=1), c.delete(f"{w}/kv/audit/{k}"))[1])(f"k{next(numbers)}"),
-    "POST /api/v1/scripts": lambda c, w: c.post(f"{w}/scripts", json={"path": f"f/audit/s{next(numbers)}", "content": SCRIPT}),
-    "DELETE /api/v1/scripts/p/{path}": lambda c, w: c.delete(f"{w}/scripts/p/{_script(c, w)['path']}"),
-    "POST /api/v1/jobs/run/p/{path}": lambda c, w: c.post(f"{w}/jobs/run/p/{_script(c, w)['path']}", json={}),
-    "POST /api/v1/jobs/run_wait_result/p/{path}": lambda c, w: c.post(f"{w}/jobs/run_wait_result/p/{_script(c, w)['path']}", json={}),
-    "POST /api/v1/jobs/run_and_stream/p/{path}": lambda c, w: c.post(f"{w}/jobs/run_and_stream/p/{_script(c, w)['path']}", json={}),
-    "POST /api/v1/jobs/{job_id}/cancel": lambda c, w: c.post(
-        f"{w}/jobs/{c.post(f'{w}/jobs/run/p/' + _script(c, w)['path'], json={}).json()['jobId']}/cancel"),
-    "POST /api/v1/variables": lambda c, w: c.post(f"{w}/variables", json={"path": f"f/audit/v{next(numbers)}", "value": "x"}),
-    "PUT /api/v1/variables/p/{path}": lambda c, w: c.put(
-        f"{w}/variables/p/{_made(c, f'{w}/variables', {'path': f'f/audit/v{next(numbers)}', 'value': 'x'})['path']}",
-        json={"value": "y"}),
-    "DELETE /api/v1/variables/p/{path}": lambda c, w: c.delete(
-        f"{w}/variables/p/{_made(c, f'{w}/variables', {'path': f'f/audit/v{next(numbers)}', 'value': 'x'})['path']}"),
-    "POST /api/v1/resources": lambda c, w: c.post(
-        f"{w}/resources", json={"path": f"f/audit/r{next(numbers)}", "resourceType": "http_bearer", "value": {"token": "t"}}),
-    "POST /api/v1/resource_types": lambda c, w: c.post(
-        f"{w}/resource_types", json={"name": f"rt{next(numbers)}", "schema": {"type": "object"}}),
-    "DELETE /api/v1/resource_types/{name}": lambda c, w: c.delete(
-        f"{w}/resource_types/{_made(c, f'{w}/resource_types', {'name': f'rt{next(numbers)}', 'schema': {'type': 'object'}})['name']}"),
-    "POST /api/v1/triggers": lambda c, w: c.post(
-        f"{w}/triggers", json={"kind": "webhook", "runnable": {"kind": "script", "path": _script(c, w)["path"]}}),
-    "DELETE /api/v1/triggers/{trigger_id}": lambda c, w: c.delete(
-        f"{w}/triggers/{_made(c, f'{w}/triggers', {'kind': 'webhook', 'runnable': {'kind': 'script', 'path': _script(c, w)['path']}})['id']}"),
-    "POST /api/v1/routes/openapi/export": lambda c, w: c.post(f"{w}/routes/openapi/export", json={}),
-    "POST /api/v1/triggers/preview": lambda c, w: c.post(f"{w}/triggers/preview", json={"cron": "* * * * *"}),
+def _credential(c: httpx.Client, w: str) -> str:
+    return _made(c, "POST", f"{v1(w)}/credentials", json={"name": f"C{_n()}", "value": "v-123456"}).json()["id"]
+
+
+def _variable(c: httpx.Client, w: str) -> str:
+    return _made(c, "POST", f"{v1(w)}/variables", json={"path": f"f/audit/v{_n()}", "value": "x"}).json()["path"]
+
+
+def _resource(c: httpx.Client, w: str) -> str:
+    body = {"path": f"f/audit/r{_n()}", "resourceType": "http_bearer", "value": {"token": "t"}}
+    return _made(c, "POST", f"{v1(w)}/resources", json=body).json()["path"]
+
+
+def _resource_type(c: httpx.Client, w: str) -> str:
+    return _made(c, "POST", f"{v1(w)}/resource_types", json={"name": f"rt{_n()}", "schema": {"type": "object"}}).json()["name"]
+
+
+def _webhook_body(c: httpx.Client, w: str) -> dict[str, Any]:
+    return {"kind": "webhook", "runnable": {"kind": "script", "path": _script(c, w)["path"]}}
+
+
+def _trigger(c: httpx.Client, w: str) -> dict[str, Any]:
+    return _made(c, "POST", f"{v1(w)}/triggers", json=_webhook_body(c, w)).json()
+
+
+def _trigger_update(c: httpx.Client, w: str) -> Request:
+    trigger = _trigger(c, w)
+    body = {"kind": "webhook", "runnable": trigger["runnable"], "key": trigger["key"], "summary": "changed"}
+    return "PUT", f"{v1(w)}/triggers/{trigger['id']}", {"json": body}
+
+
+def _route_body(c: httpx.Client, w: str) -> dict[str, Any]:
+    return {"path": f"audit/r{_n()}", "method": "POST", "runnable": {"kind": "script", "path": _script(c, w)["path"]}}
+
+
+def _route(c: httpx.Client, w: str) -> dict[str, Any]:
+    return _made(c, "POST", f"{v1(w)}/routes", json=_route_body(c, w)).json()
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("index.html", "<p>audit</p>")
+    return buffer.getvalue()
+
+
+def _static(c: httpx.Client, w: str) -> str:
+    folder = f"site{_n()}"
+    _made(c, "PUT", f"{v1(w)}/static/{folder}", content=_zip())
+    return folder
+
+
+def _waiting_job(c: httpx.Client, w: str) -> str:
+    """A run queued a minute ahead: not final, so it can be cancelled."""
+    return _made(c, "POST", f"{wm(w)}/jobs/run/p/{_script(c, w)['path']}", params={"scheduled_in_secs": 60}, json={}).text
+
+
+def _user(c: httpx.Client) -> str:
+    username = f"user{_n()}"
+    _made(c, "POST", "/auth/register", json={"username": username, "password": PASSWORD, "role": "viewer"})
+    return username
+
+
+def _token(c: httpx.Client) -> str:
+    return _made(c, "POST", "/api/v1/tokens", json={"label": f"t{_n()}"}).json()["id"]
+
+
+def _member(c: httpx.Client) -> str:
+    username = _user(c)
+    _made(c, "PUT", f"/api/v1/workspaces/{OTHER}/members/{username}", json={"role": "editor"})
+    return username
+
+
+# Every change of the document, by its /api/v1 form (or its Windmill form): what its successful
+# call is. The /api/v1/w/{workspace}/ form of one is called with the same `prepare` in OTHER.
+CHANGES: dict[str, Change] = {
+    # -- accounts (instance-wide) --
+    "POST /auth/register": Change("user.register", lambda c, w: (
+        "POST", "/auth/register", {"json": {"username": f"user{_n()}", "password": PASSWORD, "role": "viewer"}})),
+    "POST /api/v1/workspaces": Change("workspace.create", lambda c, w: (
+        "POST", "/api/v1/workspaces", {"json": {"id": f"ws{_n()}", "name": "Audited"}})),
+    "PUT /api/v1/workspaces/{workspace_id}/members/{username}": Change("member.set", lambda c, w: (
+        "PUT", f"/api/v1/workspaces/{OTHER}/members/{_user(c)}", {"json": {"role": "editor"}})),
+    "DELETE /api/v1/workspaces/{workspace_id}/members/{username}": Change("member.remove", lambda c, w: (
+        "DELETE", f"/api/v1/workspaces/{OTHER}/members/{_member(c)}", {})),
+    "POST /api/v1/tokens": Change("token.create", lambda c, w: ("POST", "/api/v1/tokens", {"json": {"label": "audited"}})),
+    "DELETE /api/v1/tokens/{token_id}": Change("token.revoke", lambda c, w: ("DELETE", f"/api/v1/tokens/{_token(c)}", {})),
+    "PUT /api/v1/settings": Change("settings.update", lambda c, w: (
+        "PUT", "/api/v1/settings", {"json": {"routeWorkspacePrefix": False, "allowPrivateUrls": False}})),
+    "POST /api/users/tokens/create": Change("token.create", lambda c, w: (
+        "POST", "/api/users/tokens/create", {"json": {"label": "wmill"}})),
+    # -- credentials, KV --
+    "POST /api/v1/credentials": Change("credential.create", lambda c, w: (
+        "POST", f"{v1(w)}/credentials", {"json": {"name": f"C{_n()}", "value": "v-123456"}})),
+    "PUT /api/v1/credentials/{credential_id}": Change("credential.update", lambda c, w: (
+        "PUT", f"{v1(w)}/credentials/{_credential(c, w)}", {"json": {"value": "v-654321"}})),
+    "DELETE /api/v1/credentials/{credential_id}": Change("credential.delete", lambda c, w: (
+        "DELETE", f"{v1(w)}/credentials/{_credential(c, w)}", {})),
+    "PUT /api/v1/kv/{namespace}/{key}": Change("kv.put", lambda c, w: ("PUT", f"{v1(w)}/kv/audit/k{_n()}", {"json": {"a": 1}})),
+    "DELETE /api/v1/kv/{namespace}/{key}": Change("kv.delete", lambda c, w: ("DELETE", f"{v1(w)}/kv/audit/{_kv(c, w)}", {})),
+    # -- scripts, jobs --
+    "POST /api/v1/scripts": Change("script.save", lambda c, w: (
+        "POST", f"{v1(w)}/scripts", {"json": {"path": f"f/audit/s{_n()}", "content": SCRIPT}})),
+    "DELETE /api/v1/scripts/p/{path}": Change("script.delete", lambda c, w: ("DELETE", f"{v1(w)}/scripts/p/{_script(c, w)['path']}", {})),
+    "POST /api/v1/jobs/{job_id}/cancel": Change("job.cancel", lambda c, w: ("POST", f"{v1(w)}/jobs/{_waiting_job(c, w)}/cancel", {})),
+    # -- variables, resources, resource types --
+    "POST /api/v1/variables": Change("variable.create", lambda c, w: (
+        "POST", f"{v1(w)}/variables", {"json": {"path": f"f/audit/v{_n()}", "value": "x"}})),
+    "PUT /api/v1/variables/p/{path}": Change("variable.update", lambda c, w: (
+        "PUT", f"{v1(w)}/variables/p/{_variable(c, w)}", {"json": {"value": "y"}})),
+    "DELETE /api/v1/variables/p/{path}": Change("variable.delete", lambda c, w: ("DELETE", f"{v1(w)}/variables/p/{_variable(c, w)}", {})),
+    "POST /api/v1/resources": Change("resource.create", lambda c, w: (
+        "POST", f"{v1(w)}/resources", {"json": {"path": f"f/audit/r{_n()}", "resourceType": "http_bearer", "value": {"token": "t"}}})),
+    "PUT /api/v1/resources/p/{path}": Change("resource.update", lambda c, w: (
+        "PUT", f"{v1(w)}/resources/p/{_resource(c, w)}", {"json": {"value": {"token": "u"}}})),
+    "DELETE /api/v1/resources/p/{path}": Change("resource.delete", lambda c, w: ("DELETE", f"{v1(w)}/resources/p/{_resource(c, w)}", {})),
+    "POST /api/v1/resource_types": Change("resource_type.create", lambda c, w: (
+        "POST", f"{v1(w)}/resource_types", {"json": {"name": f"rt{_n()}", "schema": {"type": "object"}}})),
+    "DELETE /api/v1/resource_types/{name}": Change("resource_type.delete", lambda c, w: (
+        "DELETE", f"{v1(w)}/resource_types/{_resource_type(c, w)}", {})),
+    # -- routes, static files, triggers --
+    "POST /api/v1/routes": Change("route.create", lambda c, w: ("POST", f"{v1(w)}/routes", {"json": _route_body(c, w)})),
+    "PUT /api/v1/routes/{route_id}": Change("route.update", lambda c, w: (
+        "PUT", f"{v1(w)}/routes/{_route(c, w)['id']}", {"json": {**_route_body(c, w), "path": None, "summary": "changed"}})),
+    "DELETE /api/v1/routes/{route_id}": Change("route.delete", lambda c, w: ("DELETE", f"{v1(w)}/routes/{_route(c, w)['id']}", {})),
+    "POST /api/v1/routes/openapi/import": Change("route.import", lambda c, w: (
+        "POST", f"{v1(w)}/routes/openapi/import", {"params": {"save": "true"}, "json": {"spec": SPEC, "folder": f"imp{_n()}"}})),
+    "PUT /api/v1/static/{folder}": Change("static.upload", lambda c, w: ("PUT", f"{v1(w)}/static/site{_n()}", {"content": _zip()})),
+    "DELETE /api/v1/static/{folder}": Change("static.delete", lambda c, w: ("DELETE", f"{v1(w)}/static/{_static(c, w)}", {})),
+    "POST /api/v1/triggers": Change("trigger.create", lambda c, w: ("POST", f"{v1(w)}/triggers", {"json": _webhook_body(c, w)})),
+    "PUT /api/v1/triggers/{trigger_id}": Change("trigger.update", lambda c, w: _trigger_update(c, w)),
+    "DELETE /api/v1/triggers/{trigger_id}": Change("trigger.delete", lambda c, w: ("DELETE", f"{v1(w)}/triggers/{_trigger(c, w)['id']}", {})),
+    # -- the Windmill API --
+    "POST /api/w/{workspace}/variables/create": Change("variable.create", lambda c, w: (
+        "POST", f"{wm(w)}/variables/create", {"json": {"path": f"f/audit/v{_n()}", "value": "x"}})),
+    "POST /api/w/{workspace}/variables/update/{path}": Change("variable.update", lambda c, w: (
+        "POST", f"{wm(w)}/variables/update/{_variable(c, w)}", {"json": {"value": "y"}})),
+    "POST /api/w/{workspace}/resources/create": Change("resource.create", lambda c, w: (
+        "POST", f"{wm(w)}/resources/create", {"json": {"path": f"f/audit/r{_n()}", "resource_type": "http_bearer", "value": {"token": "t"}}})),
+    "POST /api/w/{workspace}/resources/update_value/{path}": Change("resource.update", lambda c, w: (
+        "POST", f"{wm(w)}/resources/update_value/{_resource(c, w)}", {"json": {"value": {"token": "u"}}})),
+    "POST /api/w/{workspace}/jobs_u/queue/cancel/{job_id}": Change("job.cancel", lambda c, w: (
+        "POST", f"{wm(w)}/jobs_u/queue/cancel/{_waiting_job(c, w)}", {"json": {"reason": "audited"}})),
+    "POST /api/w/{workspace}/job_metrics/set_progress/{job_id}": Change("job.progress", lambda c, w: (
+        "POST", f"{wm(w)}/job_metrics/set_progress/{_waiting_job(c, w)}", {"json": {"percent": 40}})),
+    "POST /api/w/{workspace}/jobs/flow/user_states/{flow_id}/{key}": Change("flow_state.set", lambda c, w: (
+        "POST", f"{wm(w)}/jobs/flow/user_states/{_waiting_job(c, w)}/k", {"json": {"v": 1}})),
+}
+
+# Runs (opt["audit_success"] False): the run's own job row, with the request's id, is the record
+# of its success; the audit log holds only their refusals.
+RUNS: dict[str, Prepare] = {
+    "POST /api/v1/jobs/run/p/{path}": lambda c, w: ("POST", f"{v1(w)}/jobs/run/p/{_script(c, w)['path']}", {"json": {}}),
+    "POST /api/v1/jobs/run/h/{digest}": lambda c, w: ("POST", f"{v1(w)}/jobs/run/h/{_script(c, w)['hash']}", {"json": {}}),
+    "POST /api/v1/jobs/run_wait_result/p/{path}": lambda c, w: (
+        "POST", f"{v1(w)}/jobs/run_wait_result/p/{_script(c, w)['path']}", {"json": {}}),
+    "POST /api/v1/jobs/run_and_stream/p/{path}": lambda c, w: (
+        "POST", f"{v1(w)}/jobs/run_and_stream/p/{_script(c, w)['path']}", {"json": {}}),
+    "POST /api/v1/webhook/{key}": lambda c, w: ("POST", f"/api/v1/webhook/{_trigger(c, w)['key']}", {"json": {}}),
+    "POST /api/w/{workspace}/jobs/run/p/{path}": lambda c, w: ("POST", f"{wm(w)}/jobs/run/p/{_script(c, w)['path']}", {"json": {}}),
+    "POST /api/w/{workspace}/jobs/run/h/{digest}": lambda c, w: ("POST", f"{wm(w)}/jobs/run/h/{_script(c, w)['hash']}", {"json": {}}),
+    "POST /api/w/{workspace}/jobs/run_wait_result/p/{path}": lambda c, w: (
+        "POST", f"{wm(w)}/jobs/run_wait_result/p/{_script(c, w)['path']}", {"json": {}}),
+    "POST /api/w/{workspace}/jobs/run_wait_result/h/{digest}": lambda c, w: (
+        "POST", f"{wm(w)}/jobs/run_wait_result/h/{_script(c, w)['hash']}", {"json": {}}),
+}
+
+# Reads that take a body, and logging in: they change nothing (opt["audit"] False) and leave no entry.
+CHANGES_NOTHING: dict[str, Prepare] = {
+    "POST /api/v1/routes/openapi/export": lambda c, w: ("POST", f"{v1(w)}/routes/openapi/export", {"json": {}}),
+    "POST /api/v1/routes/openapi/export/curl": lambda c, w: ("POST", f"{v1(w)}/routes/openapi/export/curl", {"json": {}}),
+    "POST /api/v1/triggers/preview": lambda c, w: ("POST", f"{v1(w)}/triggers/preview", {"json": {"cron": "* * * * *"}}),
+    "POST /auth/login": lambda c, w: ("POST", "/auth/login", {"json": {"username": "admin", "password": PASSWORD}}),
 }
 
 
-def _normal(method: str, path: str) -> tuple[str, str]:
-    """(the table's key, the workspace prefix to call it under)."""
-    if path.startswith("/api/v1/w/{workspace}"):
-        return f"{method} /api/v1{path.removeprefix('/api/v1/w/{workspace}')}", "/api/v1/w/main"
-    return f"{method} {path}", "/api/v1"
+def _resume_url(c: httpx.Client, w: str, which: str) -> str:
+    urls = _made(c, "GET", f"{wm(w)}/jobs/resume_urls/{_waiting_job(c, w)}/1").json()
+    return httpx.URL(urls[which]).path
 
 
-def _audit_by_request(c: httpx.Client) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {}
-    cursor = None
-    while True:
-        page = c.get("/api/v1/audit", params={"limit": 200, **({"cursor": cursor} if cursor else {})}).json()
-        for item in page["items"]:
-            found.setdefault(item["requestId"], []).append(item)
-        cursor = page.get("cursor") or page.get("nextCursor")
-        if not cursor:
-            return found
+# What cannot succeed yet, called to see it still answers its known refusal (audited as
+# `rejected`); when one starts succeeding, this test fails and it moves to CHANGES or RUNS.
+CANNOT_SUCCEED_YET: dict[str, tuple[str, int, Prepare]] = {
+    # No Flowmill run can suspend yet: a genuine signed approval link finds no waiting run.
+    "POST /api/w/{workspace}/jobs_u/resume/{job_id}/{resume_id}/{signature}": (
+        "job.resume", 409, lambda c, w: ("POST", _resume_url(c, w, "resume"), {"json": {}})),
+    "POST /api/w/{workspace}/jobs_u/cancel/{job_id}/{resume_id}/{signature}": (
+        "job.cancel", 409, lambda c, w: ("POST", _resume_url(c, w, "cancel"), {"json": {}})),
+    # Flows are not part of Flowmill yet: no flow is ever found.
+    "POST /api/w/{workspace}/jobs/run/f/{path}": ("job.run", 404, lambda c, w: ("POST", f"{wm(w)}/jobs/run/f/f/audit/none", {"json": {}})),
+}
+
+# Changes a viewer may make, so no refusal to look for: its own tokens, and firing a webhook (its
+# key is the authority, not a role).
+VIEWER_MAY = {"POST /api/v1/tokens", "DELETE /api/v1/tokens/{token_id}", "POST /api/users/tokens/create",
+              "POST /api/v1/webhook/{key}"}
 
 
-def test_every_mutating_operation_is_audited(server: FlowmillServer) -> None:
+def _operations(server: FlowmillServer) -> list[tuple[str, str, str]]:
+    """(the document's `METHOD path`, its key in the lists above, the workspace to call it in)."""
     doc = httpx.get(f"{server.url}/api/v1/openapi.json").json()
-    operations = [(m.upper(), path) for path, item in doc["paths"].items()
-                  for m in ("post", "put", "patch", "delete") if m in item]
-    assert len(operations) > 50
-    called: list[tuple[str, str, str, str]] = []
-    with server.client(server.admin_token()) as c:
-        for method, path in operations:
-            key, w = _normal(method, path)
-            call = CALLS.get(key)
-            if call is None:
+    found = []
+    for path, item in doc["paths"].items():
+        for method in ("post", "put", "patch", "delete"):
+            if method not in item:
                 continue
-            request_id = f"audit-{next(numbers)}"
-            c.headers["X-Request-Id"] = request_id
-            answer = call(c, w)
-            assert answer.status_code < 400, (key, answer.status_code, answer.text)
-            called.append((key, path, request_id, str(answer.status_code)))
-        del c.headers["X-Request-Id"]
-        audit = _audit_by_request(c)
-    for key, path, request_id, status in called:
-        bare = key.split(" ", 1)[1]
-        mine = [e for e in audit.get(request_id, []) if str(e["status"]) == status and e["outcome"] == "success"]
-        if bare in NOT_CHANGES:
+            operation = f"{method.upper()} {path}"
+            if path.startswith("/api/v1/w/{workspace}/"):
+                found.append((operation, f"{method.upper()} /api/v1/{path.removeprefix('/api/v1/w/{workspace}/')}", OTHER))
+            elif path.startswith("/api/w/{workspace}/"):
+                found.append((operation, operation, OTHER))
+            else:
+                found.append((operation, operation, "main"))
+    return found
+
+
+def _audit(c: httpx.Client, workspaces: tuple[str, ...] = ("main", OTHER)) -> dict[str, list[dict[str, Any]]]:
+    """Every audit entry of `workspaces`, by request id."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for workspace in workspaces:
+        cursor = None
+        while True:
+            page = c.get(f"{v1(workspace)}/audit", params={"limit": 200, **({"cursor": cursor} if cursor else {})})
+            assert page.status_code == 200, page.text
+            for item in page.json()["items"]:
+                found.setdefault(item["requestId"], []).append(item)
+            cursor = page.json()["nextCursor"]
+            if not cursor:
+                break
+    return found
+
+
+def _audit_of(c: httpx.Client, request_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The entries of `request_ids`, once each has one: a refusal's entry is written just after
+    its answer (`app.server.errors`)."""
+    def complete() -> dict[str, list[dict[str, Any]]] | None:
+        audit = _audit(c)
+        return audit if all(audit.get(r) for r in request_ids) else None
+
+    return wait_for(complete, what="an audit entry for every refused call")
+
+
+def _send(c: httpx.Client, request: Request, request_id: str, token: str | None = None) -> httpx.Response:
+    method, url, kwargs = request
+    headers = {"X-Request-Id": request_id, **({"Authorization": f"Bearer {token}"} if token else {})}
+    return c.request(method, url, headers=headers, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def admin(server: FlowmillServer) -> Iterator[httpx.Client]:
+    with server.client(server.admin_token()) as c:
+        if c.get(f"/api/v1/w/{OTHER}/audit").status_code == 404:
+            _made(c, "POST", "/api/v1/workspaces", json={"id": OTHER, "name": "Audit walk"})
+        yield c
+
+
+def test_every_mutating_operation_is_listed(server: FlowmillServer) -> None:
+    operations = _operations(server)
+    assert len(operations) > 80
+    listed = {*CHANGES, *RUNS, *CHANGES_NOTHING, *CANNOT_SUCCEED_YET}
+    assert len(listed) == len(CHANGES) + len(RUNS) + len(CHANGES_NOTHING) + len(CANNOT_SUCCEED_YET), "a key in two lists"
+    unlisted = sorted(operation for operation, key, _ in operations if key not in listed)
+    assert not unlisted, f"mutating operations in no list of this test (add each with a successful call): {unlisted}"
+    stale = sorted(listed - {key for _, key, _ in operations})
+    assert not stale, f"listed here but not in the OpenAPI document: {stale}"
+
+
+def test_every_successful_change_is_audited_once(server: FlowmillServer, admin: httpx.Client) -> None:
+    called: list[tuple[str, str, str, httpx.Response]] = []  # (operation, key, request id, answer)
+    for operation, key, workspace in _operations(server):
+        prepare = CHANGES[key].prepare if key in CHANGES else RUNS.get(key) or CHANGES_NOTHING.get(key)
+        if prepare is None:
             continue
-        if bare in RUNS:
-            continue  # recorded by the run itself
-        assert mine, f"{key} ({path}) answered {status} without an audit entry: {audit.get(request_id)}"
+        request_id = f"walk-{_n()}"
+        answer = _send(admin, prepare(admin, workspace), request_id)
+        assert answer.status_code < 400, (operation, answer.status_code, answer.text)
+        called.append((operation, key, request_id, answer))
+    audit = _audit(admin)
+    wrong = []  # every operation that is not as it should be, to see them all at once
+    for operation, key, request_id, answer in called:
+        entries = audit.get(request_id, [])
+        if key in CHANGES:
+            wanted = (CHANGES[key].action, answer.status_code, "success")
+            got = [(e["action"], e["status"], e["outcome"]) for e in entries]
+            workspace = OTHER if operation.split(" ", 1)[1].startswith(("/api/v1/w/", "/api/w/")) else "main"
+            if got != [wanted] or entries[0]["workspace"] != workspace:
+                wrong.append(f"{operation} answered {answer.status_code}: want one entry {wanted} in {workspace}, found {entries}")
+        elif key in RUNS:
+            jobs = server.query("SELECT workspace_id FROM job WHERE request_id = $1", request_id)
+            if entries or len(jobs) != 1:
+                wrong.append(f"{operation}: want one job row and no audit entry, found {jobs} and {entries}")
+        elif entries:
+            wrong.append(f"{operation} changes nothing, yet it was audited: {entries}")
+    assert not wrong, "\n".join(wrong)
+    assert len(called) > 70
+
+
+def test_what_cannot_succeed_yet_still_refuses(server: FlowmillServer, admin: httpx.Client) -> None:
+    called = []
+    for operation, key, workspace in _operations(server):
+        if key in CANNOT_SUCCEED_YET:
+            action, status, prepare = CANNOT_SUCCEED_YET[key]
+            request_id = f"never-{_n()}"
+            answer = _send(admin, prepare(admin, workspace), request_id)
+            assert answer.status_code == status, (operation, answer.status_code, answer.text)
+            called.append((operation, action, status, request_id))
+    audit = _audit_of(admin, [request_id for *_, request_id in called])
+    for operation, action, status, request_id in called:
+        got = [(e["action"], e["status"], e["outcome"]) for e in audit.get(request_id, [])]
+        assert got == [(action, status, "rejected")], (operation, got)
+    assert len(called) == len(CANNOT_SUCCEED_YET)
+
+
+def test_every_refused_change_is_audited_once_as_denied(server: FlowmillServer, admin: httpx.Client) -> None:
+    username = f"walk-viewer{_n()}"
+    viewer = server.user(username, "viewer")
+    _made(admin, "PUT", f"/api/v1/workspaces/{OTHER}/members/{username}", json={"role": "viewer"})
+    refused: list[tuple[str, str, str]] = []  # (operation, action, request id)
+    actions = {key: change.action for key, change in CHANGES.items()} | {key: "job.run" for key in RUNS}
+    for operation, key, workspace in _operations(server):
+        if key not in actions or key in VIEWER_MAY or (workspace == OTHER and not key.startswith("POST /api/w/")):
+            continue  # one refusal per operation: its /api/v1 form (a Windmill one has only its workspace form)
+        request_id = f"refused-{_n()}"
+        prepare = CHANGES[key].prepare if key in CHANGES else RUNS[key]
+        answer = _send(admin, prepare(admin, workspace), request_id, viewer)
+        assert answer.status_code == 403, (operation, answer.status_code, answer.text)
+        refused.append((operation, actions[key], request_id))
+    audit = _audit_of(admin, [request_id for *_, request_id in refused])
+    for operation, action, request_id in refused:
+        got = [(e["action"], e["status"], e["outcome"], e["actor"]) for e in audit.get(request_id, [])]
+        assert len(got) == 1 and got[0][:3] == (action, 403, "denied"), (operation, got)
+    assert len(refused) > 40

@@ -280,7 +280,7 @@ class ProgressIn(msgspec.Struct):
     flow_job_id: str | None = None  # sent by `wmill`; a run's progress is its own here
 
 
-@post("/job_metrics/set_progress/{job_id:str}", opt={"role": "executor", "audit": "job.progress", "audit_success": False}, status_code=200)
+@post("/job_metrics/set_progress/{job_id:str}", opt={"role": "executor", "audit": "job.progress"}, status_code=200)
 async def set_progress(request: Request, job_id: str, data: ProgressIn) -> None:
     """Record the run's progress (a percentage)."""
     services, actor = context(request)
