@@ -1,7 +1,7 @@
 """The server's side of the fork server: start it, hand it runs, hear how they end.
 
 The fork server runs each job in a fresh child and watches it (output, timeout, cancel, how
-the process ended; see `app/runtimes/python/child.py`). On the event loop, `submit` sends a
+the process ended; see `app/runtimes/python/supervisor.py`, `protocol.py`). On the event loop, `submit` sends a
 run over one long-lived connection that carries every run of this process, and the answer
 comes back as log lines and one `Ended` message: no thread waits on a child. `run` is the
 blocking form (one connection per call), for code that runs outside the event loop. The fork
@@ -178,7 +178,7 @@ class ForkServer:
     def __init__(self, runtime_dir: Path, idle_children: int = 2, lean: bool = False, wall: WallSettings | None = None) -> None:
         self.runtime_dir = runtime_dir
         self.idle_children = idle_children
-        self.lean = lean  # preloads only the light modules (see child.LIGHT_MODULES)
+        self.lean = lean  # preloads only the light modules (see preload.LIGHT_MODULES)
         # Without settings, the folder that holds the runtime dir is the data dir to wall off.
         self.wall = wall or WallSettings(denied=(runtime_dir.parent,))
         self.walls = ""  # what the fork server said of the walls around runs, once it serves
