@@ -3,10 +3,16 @@
 A run reaches the executor only after it is committed (`submit`). The executor keeps the
 ready runs in memory, ordered by priority then time, holds back those whose concurrency key
 is at its limit, and keeps at most `capacity` runs going at once. For each it claims the run
-in the database (QUEUED -> RUNNING, so a run is never taken twice), awaits the `run`
-function it was given (which does the actual work, in a child process or a thread, and
-honours cancellation), then records the outcome, with the last log lines, in one write. A
-failure with retries left goes back to the queue after its backoff.
+in the database (QUEUED -> RUNNING, so a run is never taken twice), awaits the runner
+registered for the run's kind (which does the actual work, in a child process or a thread,
+and honours cancellation), then records the outcome, with the last log lines, in one write.
+A failure with retries left goes back to the queue after its backoff.
+
+A turn may also end WAITING (for child runs, a timer, an approval, an event) or PAUSED: the
+run gives back its slot and is woken later (`wake`) by what it waits for — a child's final
+status (written in the same transaction), its timer (`app/engine/timers.py`), or a resume —
+and runs its next turn. A waiting run costs a row and, with a timer, a heap entry: no task,
+no thread, no process. Every statement on the run table comes from `app/engine/queue.py`.
 
 Nothing here blocks: a run in flight is a coroutine waiting on its child, not a thread, so
 the event loop that answers requests never hands the interpreter lock back and forth with
@@ -36,9 +42,12 @@ from typing import Any
 
 import msgspec
 
+from app.engine import queue
 from app.engine.logs import LogHub, LogSink
 from app.engine.masks import Masks, hide, hide_json
-from app.store.base import Database, Statement
+from app.engine.queue import SUSPENDED, Policy, RunQueue, Scheduled, Wait
+from app.engine.timers import Timers
+from app.store.base import Database
 
 log = logging.getLogger("flowmill.executor")
 
@@ -46,7 +55,6 @@ BUSY_RATE = 1000  # requests a second at which runs nobody waits for hold back
 RATE_WINDOW_S = 0.1  # the rate is that of the last window of this length
 TRICKLE_S = 0.2  # while held back, one of them still starts this often: the queue always moves
 
-FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 
 
 @dataclasses.dataclass
@@ -56,6 +64,8 @@ class QueuedJob:
     id: str
     workspace: str
     path: str
+    kind: str = "script"
+    parent: str | None = None  # the run that started it: woken by its end when it waits for it
     priority: int = 0
     not_before: float = 0.0  # epoch seconds
     attempt: int = 1
@@ -68,13 +78,29 @@ class QueuedJob:
     claimed: bool = False  # written RUNNING by this process already (synchronous runs)
     context: Any = None  # what `run` would otherwise read, when whoever queued the run knew it already
 
+    @classmethod
+    def new(cls, job_id: str, workspace: str, kind: str, path: str, policy: Policy, parent: str | None = None,
+            at_ms: int = 0, attempt: int = 1, claimed: bool = False) -> QueuedJob:
+        return cls(
+            id=job_id, workspace=workspace, path=path, kind=kind, parent=parent, priority=policy.priority,
+            not_before=at_ms / 1000, attempt=attempt, max_attempts=policy.max_attempts, backoff_s=policy.backoff_s,
+            timeout_s=policy.timeout_s, concurrency_key=policy.concurrency_key,
+            concurrency_limit=policy.concurrency_limit, concurrency_window_s=policy.concurrency_window_s,
+            claimed=claimed,
+        )
+
+    @classmethod
+    def of(cls, run: Scheduled) -> QueuedJob:
+        return cls.new(run.id, run.workspace, run.kind, run.path, run.policy, run.parent, run.scheduled_for, run.attempt)
+
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    status: str  # one of FINAL
+    status: str  # one of FINAL, or WAITING / PAUSED: the end of a turn, not of the run
     result: str | None = None  # JSON text
     error: dict[str, Any] | None = None
     args: str | None = None  # JSON text: what main got, when not the run's arguments (a preprocessor made them)
+    wait: Wait | None = None  # what a WAITING run waits for
 
 
 class CancelToken:
@@ -143,11 +169,12 @@ class _Concurrency:
 
 
 class Executor:
-    def __init__(self, db: Database, run: RunFunction, capacity: int, hub: LogHub | None = None,
-                 masks: Masks | None = None) -> None:
+    def __init__(self, db: Database, capacity: int, hub: LogHub | None = None, masks: Masks | None = None) -> None:
         self.db = db
-        self.run = run
+        self.runs = RunQueue(db)
+        self.runners: dict[str, RunFunction] = {}  # by kind of run
         self.capacity = capacity
+        self.timers = Timers(self.wake_due)
         self.hub = hub or LogHub()
         self.masks = masks or Masks()  # the secrets each run was given, kept out of what it leaves
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -171,6 +198,11 @@ class Executor:
     def running(self) -> int:
         return len(self._tasks)
 
+    def register(self, kind: str, runner: RunFunction) -> None:
+        """Who carries out runs of `kind` (one of queue.KINDS)."""
+        assert kind in queue.KINDS
+        self.runners[kind] = runner
+
     # -- life ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -178,10 +210,13 @@ class Executor:
         self._started = True
         self._window_start = time.time()
         self._pump()
+        for at_ms, job_id in await self.runs.timers():
+            self.timers.add(at_ms, job_id)
 
     async def stop(self) -> None:
         """Cancel running work and wait for it to be recorded."""
         self._stopping = True
+        self.timers.stop()
         for token in list(self._cancels.values()):
             token.set()
         if self._tasks:
@@ -225,6 +260,26 @@ class Executor:
             waiters.remove(future)
             if not waiters:
                 del self._waiters[job_id]
+
+    async def wake(self, statements: list[queue.Statement], ids: list[str]) -> int:
+        """Write `statements` (each putting one of `ids` back to QUEUED if it still waits) and
+        hand the executor those that were woken; how many."""
+        if not statements:
+            return 0
+        results = await self.db.write(*statements)
+        woken = [job_id for job_id, result in zip(ids, results) if result.rowcount]
+        await self._submit_woken(woken)
+        return len(woken)
+
+    async def _submit_woken(self, ids: list[str]) -> None:
+        for run in await self.runs.of_ids(ids):
+            if not self.knows(run.id):
+                self.submit(QueuedJob.of(run))
+
+    async def wake_due(self, ids: list[str]) -> None:
+        """Wake runs whose timer is due (called by `timers`)."""
+        now = now_ms()
+        await self.wake([queue.wake_due(job_id, now) for job_id in ids], ids)
 
     def cancel(self, job_id: str, reason: str = "") -> bool:
         """Ask a run of this process to stop (queued or running); True if it is known here."""
@@ -302,11 +357,7 @@ class Executor:
     async def _carry(self, job: QueuedJob) -> None:
         cancel = self._cancels.setdefault(job.id, CancelToken())
         if not job.claimed:
-            claimed = (await self.db.write(Statement(
-                "UPDATE job SET status = 'RUNNING', started_at = $1, worker = $2, attempt = $3 "
-                "WHERE id = $4 AND status = 'QUEUED'",
-                (now_ms(), self.worker_id, job.attempt, job.id),
-            )))[0]
+            claimed = (await self.db.write(queue.claim(job.id, self.worker_id, job.attempt, now_ms())))[0]
             if claimed.rowcount == 0:  # cancelled while queued, or another process took it
                 self._settle(job.id, None)
                 return
@@ -317,8 +368,11 @@ class Executor:
         else:
             if job.attempt > 1:
                 sink.note(f"attempt {job.attempt} of {job.max_attempts}")
+            runner = self.runners.get(job.kind)
             try:
-                outcome = await self.run(job, sink, cancel)
+                if runner is None:
+                    raise RuntimeError(f"this process carries out no runs of kind {job.kind!r}")
+                outcome = await runner(job, sink, cancel)
             except Exception as error:  # a fault of ours, not of the user's code
                 log.exception("run %s could not be carried out", job.id)
                 outcome = Outcome("FAILED", error={"name": type(error).__name__, "message": str(error)})
@@ -329,29 +383,44 @@ class Executor:
             delay = job.backoff_s * (2 ** (job.attempt - 1))
             sink.note(f"attempt {job.attempt} ended {outcome.status}; retrying in {delay:g} s")
             statements = await sink.take_pending()
-            statements.append(Statement(
-                "UPDATE job SET status = 'QUEUED', attempt = $1, scheduled_for = $2, error = $3 WHERE id = $4",
-                (job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error), job.id),
-            ))
+            statements.append(queue.retry(job.id, job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error)))
             await self.db.write(*statements)
             self.submit(dataclasses.replace(job, attempt=job.attempt + 1, not_before=time.time() + delay, claimed=False))
             return
+        if outcome.status in SUSPENDED and not cancel.is_set():
+            await self._suspend(job, sink, outcome)
+            return
+        if outcome.status in SUSPENDED:  # cancelled as its turn ended
+            outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": "cancelled"})
         if outcome.status == "CANCELLED" and job.id in self._reasons:
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": self._reasons[job.id]})
         self.masks.forget(job.id)
         statements = await sink.take_pending()
-        if outcome.args is None:
-            statements.append(Statement(
-                "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4 WHERE id = $5",
-                (outcome.status, outcome.result, _json(outcome.error), now_ms(), job.id),
-            ))
-        else:
-            statements.append(Statement(
-                "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, args = $5 WHERE id = $6",
-                (outcome.status, outcome.result, _json(outcome.error), now_ms(), outcome.args, job.id),
-            ))
-        await self.db.write(*statements)
+        now = now_ms()
+        statements.append(queue.finish(job.id, outcome.status, outcome.result, _json(outcome.error), now, outcome.args))
+        if job.parent is not None:  # a parent waiting for its children wakes in the same commit
+            statements = [*queue.lock_parent(job.parent, self.db.dialect), *statements,
+                          queue.wake_parent(job.parent, now)]
+        results = await self.db.write(*statements)
         self._settle(job.id, outcome)
+        if job.parent is not None and results[-1].rowcount:
+            await self._submit_woken([job.parent])
+
+    async def _suspend(self, job: QueuedJob, sink: LogSink, outcome: Outcome) -> None:
+        """The end of a turn: the run waits (or is paused) without a slot."""
+        statements = await sink.take_pending()
+        statements.append(queue.suspend(job.id, outcome.status, outcome.wait))
+        children = outcome.wait is not None and outcome.wait.children is not None
+        if children:  # children that ended during the turn: woken at once
+            statements.append(queue.wake_if_ready(job.id, now_ms()))
+        results = await self.db.write(*statements)
+        self._cancels.pop(job.id, None)
+        self._reasons.pop(job.id, None)
+        self.hub.publish(job.id)
+        if children and results[-1].rowcount:
+            await self._submit_woken([job.id])
+        elif outcome.wait is not None and outcome.wait.until_ms is not None:
+            self.timers.add(outcome.wait.until_ms, job.id)
 
     def _settle(self, job_id: str, outcome: Outcome | None) -> None:
         self._cancels.pop(job_id, None)

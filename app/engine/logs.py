@@ -14,20 +14,12 @@ import time
 from typing import Any
 
 from app.engine.masks import hide
+from app.engine.queue import insert_lines
 from app.store.base import Database, Statement
 
 RESULT_STREAM_PREFIX = "WM_STREAM: "
 FLUSH_LINES = 500
 FLUSH_S = 0.1
-
-
-def insert_lines(job_id: str, lines: list[tuple[int, str, str]]) -> Statement:
-    """One multi-row INSERT of (ts ms, stream, line) rows."""
-    values = ", ".join(f"(${i * 4 + 1}, ${i * 4 + 2}, ${i * 4 + 3}, ${i * 4 + 4})" for i in range(len(lines)))
-    args: list[Any] = []
-    for ts, stream, line in lines:
-        args += [job_id, ts, stream, line]
-    return Statement(f"INSERT INTO job_log (job_id, ts, stream, line) VALUES {values}", args)
 
 
 class LogHub:

@@ -14,6 +14,7 @@ import re
 import time
 from typing import Any, NamedTuple
 
+from app.engine.queue import RunQueue
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from app.security.passwords import DUMMY_HASH, hash_password, verify_password
 from app.security.tokens import JwtCodec, new_api_token, secret_matches, split_api_token
@@ -218,7 +219,7 @@ class Accounts:
         job = claims.get("job")
         if job is not None:
             # A run's token (WM_TOKEN) is good for its own workspace while the run is alive.
-            status = await self.db.fetchval("SELECT status FROM job WHERE id = $1 AND workspace_id = $2", job, workspace)
+            status = await RunQueue(self.db).status(workspace, str(job))
             if status not in ("QUEUED", "RUNNING"):
                 raise Unauthorized("this run's token expired with the run")
         row = await self.db.fetchrow(_ROLE_OF_USER, username, workspace)

@@ -31,11 +31,13 @@ from typing import Any
 import msgspec
 
 from app.config import Settings
+from app.engine import queue
 from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
+from app.engine.queue import FINAL, KINDS, STATUSES, NewRun
 from app.engine.forkserver import ChildJob, ForkServer
 from app.engine.logs import LogSink
 from app.engine.masks import Masks
-from app.errors import BadRequest, NotFound, TooLarge, Unavailable
+from app.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
 from app.ids import random_uuid
 from app.runtimes.python.deps import InstallError, ensure_environment, ensure_locked_environment, infer_requirements
 from app.runtimes.python.preload import is_light
@@ -59,13 +61,7 @@ MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
 # is answered 503 with Retry-After, rather than forking without bound.
 EVALUATE_CONCURRENCY = 4
 EVALUATE_WAIT_S = 2.0
-STATUSES = ("QUEUED", "RUNNING", "WAITING", "PAUSED", "SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 _CHILD_STATUS = {"success": "SUCCESS", "error": "FAILED", "timeout": "TIMED_OUT", "cancelled": "CANCELLED", "crashed": "FAILED"}
-_JOB_COLUMNS = (
-    "id, workspace_id, kind, path, script_hash, args, status, result, error, trigger_kind, trigger_detail, "
-    "request_id, parent_job, root_job, created_by, created_at, scheduled_for, started_at, finished_at, priority, "
-    "attempt, progress"
-)
 
 
 class Trigger(msgspec.Struct, frozen=True):
@@ -86,9 +82,6 @@ def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
 
-_VIEW_COLUMNS = f"{_JOB_COLUMNS}, event"  # one job's view: with the event its preprocessor got
-
-
 def job_view(row: Row) -> dict[str, Any]:
     """A job row as the API shows it (snake_case; the wire types camelCase it)."""
     started, finished = row["started_at"], row["finished_at"]
@@ -101,6 +94,7 @@ def job_view(row: Row) -> dict[str, Any]:
         "created_at": row["created_at"], "scheduled_for": row["scheduled_for"], "started_at": started,
         "finished_at": finished, "duration_ms": finished - started if started and finished else None,
         "priority": row["priority"], "attempt": row["attempt"], "progress": row["progress"],
+        "wake_at": row["wake_at"], "waiting_for": _decode(row["waiting_for"]),
         "event": None,  # read with one job only (`Jobs.get`): an event may be as large as a request
     }
 
@@ -141,17 +135,6 @@ class RunInput:
         return {"hash": self.hash, "schema": schema, "content": self.content}
 
 
-def queued_job(row_id: str, workspace: str, path: str, settings: ScriptSettings, attempt: int = 1, claimed: bool = False) -> QueuedJob:
-    retry = settings.retry
-    return QueuedJob(
-        id=row_id, workspace=workspace, path=path, priority=settings.priority, attempt=attempt,
-        max_attempts=1 + (retry.attempts if retry else 0), backoff_s=retry.backoff_s if retry else 1.0,
-        timeout_s=settings.timeout, claimed=claimed,
-        concurrency_key=(settings.concurrency_key or path) if settings.concurrency_limit else None,
-        concurrency_limit=settings.concurrency_limit, concurrency_window_s=settings.concurrency_time_window_s,
-    )
-
-
 class Jobs:
     def __init__(
         self, settings: Settings, db: Database, scripts: Scripts, resources: Resources, accounts: Accounts, jwt: JwtCodec,
@@ -165,7 +148,9 @@ class Jobs:
         self.jwt = jwt
         self.forkserver = forkserver
         self.lean_forkserver = lean_forkserver  # for scripts that import only light modules
-        self.executor = Executor(db, self.run_script, capacity=2 * settings.workers, masks=masks)
+        self.executor = Executor(db, capacity=2 * settings.workers, masks=masks)
+        self.executor.register("script", self.run_script)
+        self.runs = self.executor.runs
         self.cache_dir = settings.home / "cache" / "python"
         self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
@@ -199,22 +184,13 @@ class Jobs:
         after: tuple[int, str] = (-1, "")
         while True:
             size = min(page, limit) if limit is not None else page
-            rows = await self.db.fetch(
-                "SELECT j.id, j.workspace_id, j.path, j.attempt, j.scheduled_for, v.settings FROM job j "
-                "LEFT JOIN script_version v ON v.hash = j.script_hash WHERE j.status = 'QUEUED' "
-                "AND (j.scheduled_for > $1 OR (j.scheduled_for = $1 AND j.id > $2)) "
-                f"ORDER BY j.scheduled_for, j.id LIMIT {size}",
-                *after,
-            )
-            for row in rows:
-                if self.executor.knows(row["id"]):
-                    continue
-                job = queued_job(row["id"], row["workspace_id"], row["path"], _settings_of(row), row["attempt"])
-                job.not_before = row["scheduled_for"] / 1000
-                self.executor.submit(job)
-            if limit is not None or len(rows) < size:
+            runs = await self.runs.queued(after, size)
+            for run in runs:
+                if not self.executor.knows(run.id):
+                    self.executor.submit(QueuedJob.of(run))
+            if limit is not None or len(runs) < size:
                 return
-            after = (rows[-1]["scheduled_for"], rows[-1]["id"])
+            after = (runs[-1].scheduled_for, runs[-1].id)
 
     async def _poll_queued(self) -> None:
         while True:
@@ -227,25 +203,16 @@ class Jobs:
     async def _recover(self) -> None:
         """RUNNING runs left by a dead process: queued again when their retries allow,
         otherwise FAILED with the reason. Never left running."""
-        rows = await self.db.fetch(
-            "SELECT j.id, j.worker, j.attempt, v.settings FROM job j LEFT JOIN script_version v ON v.hash = j.script_hash "
-            "WHERE j.status = 'RUNNING'"
-        )
         statements = []
-        for row in rows:
+        for row in await self.runs.running():
             if not self._orphaned(row["worker"]):
                 continue
-            retry = _settings_of(row).retry
-            if retry and row["attempt"] < 1 + retry.attempts:
-                statements.append(Statement(
-                    "UPDATE job SET status = 'QUEUED', attempt = attempt + 1, scheduled_for = $1 WHERE id = $2",
-                    (now_ms(), row["id"]),
-                ))
+            if row["attempt"] < row["max_attempts"]:
+                statements.append(queue.requeue_orphan(row["id"], now_ms()))
             else:
-                statements.append(Statement(
-                    "UPDATE job SET status = 'FAILED', finished_at = $1, error = $2 WHERE id = $3",
-                    (now_ms(), '{"name":"ServerStopped","message":"the server stopped while this run was in flight"}', row["id"]),
-                ))
+                statements.append(queue.fail_orphan(
+                    row["id"], '{"name":"ServerStopped","message":"the server stopped while this run was in flight"}',
+                    now_ms()))
         if statements:
             await self.db.write(*statements)
 
@@ -307,24 +274,19 @@ class Jobs:
         job_id: str, parent: str | None, root: str | None, scheduled_for: int, event: Any = None, refs: bool = False,
         error: dict[str, Any] | None = None,
     ) -> Statement:
-        """The INSERT of a run; a run whose id exists already (a schedule's tick fired by
-        another process) is left as it is. `refs`: the arguments were written by the run's
-        identity, and their `$var:`/`$res:`/`$cred:` strings are resolved when it runs.
+        """The INSERT of a run of a script; a run whose id exists already (a schedule's tick
+        fired by another process) is left as it is. `refs`: the arguments were written by the
+        run's identity, and their `$var:`/`$res:`/`$cred:` strings are resolved when it runs.
         `error`: the run is FAILED before it starts, for this reason."""
-        now = now_ms()
-        if error is not None:
-            status = "FAILED"
-        return Statement(
-            f"INSERT INTO job ({_JOB_COLUMNS}, worker, event, resolve_refs, role_cap) VALUES "
-            "($1, $2, 'script', $3, $4, $5, $6, NULL, $21, $7, $8, $9, $10, $11, $12, $13, $14, $15, $22, $16, 1, NULL, "
-            "$17, $18, $19, $20) ON CONFLICT (id) DO NOTHING",
-            (job_id, actor.workspace, version["path"], version["hash"], args_text, status, trigger.kind, trigger.detail,
-             actor.request_id, parent, root or parent, actor.username or "", now, scheduled_for,
-             now if status == "RUNNING" else None, version["settings"].priority,
-             self.executor.worker_id if status == "RUNNING" else "", _event_text(version, event),
-             int(refs and may_hold_references(args_text)), actor.run_cap,
-             None if error is None else msgspec.json.encode(error).decode(), None if error is None else now),
-        )
+        return queue.insert(NewRun(
+            id=job_id, workspace=actor.workspace, kind="script", path=version["path"], args=args_text, status=status,
+            trigger_kind=trigger.kind, trigger_detail=trigger.detail, created_by=actor.username or "",
+            created_at=now_ms(), scheduled_for=scheduled_for, policy=version["settings"].policy(version["path"]),
+            script_hash=version["hash"], request_id=actor.request_id, parent=parent, root=root,
+            event=_event_text(version, event), resolve_refs=refs and may_hold_references(args_text),
+            role_cap=actor.run_cap, error=None if error is None else msgspec.json.encode(error).decode(),
+            worker=self.executor.worker_id,
+        ))
 
     async def enqueue(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
@@ -342,14 +304,13 @@ class Jobs:
         at = scheduled_for or now_ms()
         await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs))
         self.started[trigger.kind] += 1
-        self.submit(job_id, actor.workspace, version, at)
+        self.submit(job_id, actor.workspace, version, at, parent)
         return job_id
 
-    def submit(self, job_id: str, workspace: str, version: dict[str, Any], at_ms: int) -> None:
-        """Hand a committed QUEUED run to the executor."""
-        job = queued_job(job_id, workspace, version["path"], version["settings"])
-        job.not_before = at_ms / 1000
-        self.executor.submit(job)
+    def submit(self, job_id: str, workspace: str, version: dict[str, Any], at_ms: int, parent: str | None = None) -> None:
+        """Hand a committed QUEUED run of a script to the executor."""
+        policy = version["settings"].policy(version["path"])
+        self.executor.submit(QueuedJob.new(job_id, workspace, "script", version["path"], policy, parent, at_ms))
 
     async def run_and_wait(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
@@ -368,7 +329,8 @@ class Jobs:
         )
         self.started[trigger.kind] += 1
         done = self.executor.watch(job_id)
-        job = queued_job(job_id, actor.workspace, version["path"], version["settings"], claimed=True)
+        job = QueuedJob.new(job_id, actor.workspace, "script", version["path"], version["settings"].policy(version["path"]),
+                            parent, claimed=True)
         # What the INSERT wrote, handed to the run rather than read back.
         job.context = RunInput(args_text, _event_text(version, event), actor.username or "", refs, parent, parent,
                                version["hash"], version["path"], version["content"], version["settings"], version["lock"],
@@ -387,13 +349,13 @@ class Jobs:
     async def wait(self, workspace: str, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """The job once it is final (or as it is when `timeout_s` runs out)."""
         job = await self.get(workspace, job_id)
-        if job["status"] in ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT"):
+        if job["status"] in FINAL:
             return job
         done = self.executor.watch(job_id)
         try:
             # Re-read after watching: it may have finished in between.
             job = await self.get(workspace, job_id)
-            if job["status"] not in ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT"):
+            if job["status"] not in FINAL:
                 await asyncio.wait_for(asyncio.shield(done), timeout_s)
         except asyncio.TimeoutError:
             pass
@@ -402,24 +364,27 @@ class Jobs:
         return await self.get(workspace, job_id)
 
     async def cancel(self, actor: Actor, job_id: str, reason: str = "") -> dict[str, Any]:
-        """Cancel a queued run at once, or kill a running one; a finished one is left as it is."""
+        """Cancel a run that nothing carries (queued, waiting, paused) at once, or kill a
+        running one; its descendants with it. A finished one is left as it is."""
         await self.get(actor.workspace, job_id)
         reason = reason or f"cancelled by {actor.username}"
         error = msgspec.json.encode({"name": "Cancelled", "message": reason}).decode()
-        results = await self.db.write(Statement(
-            "UPDATE job SET status = 'CANCELLED', finished_at = $1, error = $2 WHERE id = $3 AND status = 'QUEUED'",
-            (now_ms(), error, job_id),
-        ))
+        now = now_ms()
+        results = await self.db.write(
+            queue.cancel_idle(job_id, error, now), queue.cancel_idle_descendants(job_id, error, now),
+            queue.request_cancel_descendants(job_id),
+        )
         matched = results[0].rowcount
         if matched:
             self.executor.cancel(job_id, reason)  # so that a thread about to claim it lets it go
             self.executor.hub.publish(job_id, False)
         else:
             # Running, or claimed between our read and the update above: ask whoever runs it to stop.
-            asked = await self.db.write(Statement(
-                "UPDATE job SET cancel_requested = 1 WHERE id = $1 AND status = 'RUNNING'", (job_id,)))
-            matched = asked[0].rowcount
+            matched = (await self.db.write(queue.request_cancel(job_id)))[0].rowcount
             self.executor.cancel(job_id, reason)
+        if results[2].rowcount:
+            for descendant in await self.runs.running_descendants(job_id):
+                self.executor.cancel(descendant, reason)
         # Audited as what it was, once the outcome is known: a finished run is left as it is.
         await self.db.write(audit.entry(actor, f"job:{job_id}", "success" if matched else "unchanged"))
         return await self.get(actor.workspace, job_id)
@@ -454,35 +419,42 @@ class Jobs:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    async def resume(self, actor: Actor, job_id: str) -> dict[str, Any]:
+        """Wake a WAITING or PAUSED run now: it runs its next turn (its runner sees whether
+        what it waited for came, and decides). Conflict (409) for a run in another status."""
+        job = await self.get(actor.workspace, job_id)
+        woken = await self.executor.wake([queue.wake(job_id, now_ms())], [job_id])
+        if not woken:
+            raise Conflict(f"the run is {job['status']}; only a WAITING or PAUSED run can be resumed",
+                           {"status": job["status"]})
+        await self.db.write(audit.entry(actor, f"job:{job_id}"))
+        return await self.get(actor.workspace, job_id)
+
     async def get(self, workspace: str, job_id: str) -> dict[str, Any]:
-        row = await self.db.fetchrow(f"SELECT {_VIEW_COLUMNS} FROM job WHERE id = $1 AND workspace_id = $2", job_id, workspace)
+        row = await self.runs.get(workspace, job_id, event=True)
         if row is None:
             raise NotFound(f"no job {job_id}")
         return {**job_view(row), "event": _decode(row["event"])}
 
     async def list(
         self, workspace: str, status: str | None = None, path: str | None = None, trigger: str | None = None,
-        cursor: str | None = None, limit: int = 50, parent: str | None = None,
+        cursor: str | None = None, limit: int = 50, parent: str | None = None, kind: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; the cursor is `<created_at>:<id>` of the last item."""
-        clauses, args = ["workspace_id = $1"], [workspace]
-        for column, value in (("status", status), ("path", path), ("trigger_kind", trigger), ("parent_job", parent)):
-            if value is not None:
-                if column == "status" and value not in STATUSES:
-                    raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
-                args.append(value)
-                clauses.append(f"{column} = ${len(args)}")
+        if status is not None and status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+        filters = {column: value for column, value in (("status", status), ("path", path), ("trigger_kind", trigger),
+                                                         ("parent_job", parent), ("kind", kind)) if value is not None}
+        if kind is not None and kind not in KINDS:
+            raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
+        before = None
         if cursor:
             created, _, last_id = cursor.partition(":")
             if not (created.isascii() and created.isdigit() and len(created) <= 15) or not last_id:
                 raise BadRequest("cursor is not one this API gave")
-            args += [int(created), last_id]
-            clauses.append(f"(created_at < ${len(args) - 1} OR (created_at = ${len(args) - 1} AND id < ${len(args)}))")
+            before = (int(created), last_id)
         limit = max(1, min(limit, MAX_PAGE))
-        rows = await self.db.fetch(
-            f"SELECT {_JOB_COLUMNS} FROM job WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
-            *args,
-        )
+        rows = await self.runs.page(workspace, filters, before, limit + 1)
         items = [job_view(r) for r in rows[:limit]]
         next_cursor = f"{items[-1]['created_at']}:{items[-1]['id']}" if len(rows) > limit else None
         return items, next_cursor
@@ -490,17 +462,13 @@ class Jobs:
     async def logs(self, workspace: str, job_id: str, after_id: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
         """Log lines in order, from after line id `after_id`."""
         await self.get(workspace, job_id)
-        rows = await self.db.fetch(
-            "SELECT id, ts, stream, line FROM job_log WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            job_id, after_id, limit,
-        )
+        rows = await self.runs.logs(job_id, after_id, limit)
         return [{"id": r["id"], "ts": r["ts"], "stream": r["stream"], "line": r["line"]} for r in rows]
 
     async def set_progress(self, workspace: str, job_id: str, percent: int) -> None:
         if not 0 <= percent <= 100:
             raise BadRequest("progress is a percentage from 0 to 100")
-        result = await self.db.execute("UPDATE job SET progress = $1 WHERE id = $2 AND workspace_id = $3", percent, job_id, workspace)
-        if result.rowcount == 0:
+        if not await self.runs.set_progress(workspace, job_id, percent):
             raise NotFound(f"no job {job_id}")
 
     # -- running (awaited by the executor) -------------------------------------------------------------
@@ -581,12 +549,7 @@ class Jobs:
         return prepared
 
     async def _read_input(self, job_id: str) -> RunInput | None:
-        row = await self.db.fetchrow(
-            "SELECT j.args, j.event, j.created_by, j.resolve_refs, j.root_job, j.parent_job, v.hash, v.path, v.content, "
-            "v.settings, v.lock, v.created_by AS author, j.role_cap, v.schema "
-            "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
-            job_id,
-        )
+        row = await self.runs.with_script_version(job_id)
         return None if row is None else RunInput.of_row(row)
 
     async def _cached(self, run: RunInput, sink: LogSink) -> Outcome | None:
@@ -596,12 +559,8 @@ class Jobs:
         # Whether the arguments are references is part of the key: a run given the text
         # "$var:x" as data must never reuse the result of one that was given the variable.
         key = hashlib.sha256(f"{run.hash}\0{int(run.refs)}\0{run.args}".encode()).hexdigest()[:32]
-        hit = await self.db.fetchrow(
-            "SELECT id, result FROM job WHERE cache_key = $1 AND status = 'SUCCESS' AND finished_at >= $2 "
-            "ORDER BY finished_at DESC LIMIT 1",
-            key, now_ms() - int(settings.cache_ttl * 1000),
-        )
-        await self.db.execute("UPDATE job SET cache_key = $1 WHERE id = $2", key, sink.job_id)
+        hit = await self.runs.cached(key, now_ms() - int(settings.cache_ttl * 1000))
+        await self.db.write(queue.set_cache_key(sink.job_id, key))
         if hit is None:
             return None
         sink.note(f"result reused from run {hit['id']} (cached for {settings.cache_ttl:g} s)")

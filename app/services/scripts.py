@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from app.engine.queue import Policy
 from app.errors import BadRequest, Invalid, NotFound
 from app.runtimes.python.schema import ScriptSyntaxError, inspect_script
 from app.services import audit
@@ -52,6 +53,17 @@ class ScriptSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=True,
         if self.retry is not None and not (0 <= self.retry.attempts <= 100 and 0 <= self.retry.backoff_s <= 86400):
             raise BadRequest("retry.attempts must be 0-100 and retry.backoffS 0-86400")
         return self
+
+    def policy(self, path: str) -> Policy:
+        """What a run of the script at `path` is scheduled by, copied onto each run."""
+        retry = self.retry
+        return Policy(
+            timeout_s=self.timeout, max_attempts=1 + (retry.attempts if retry else 0),
+            backoff_s=retry.backoff_s if retry else 1.0, priority=self.priority,
+            concurrency_key=(self.concurrency_key or path) if self.concurrency_limit else None,
+            concurrency_limit=self.concurrency_limit, concurrency_window_s=self.concurrency_time_window_s,
+            cache_ttl_s=self.cache_ttl,
+        )
 
 
 def check_path(path: str) -> str:

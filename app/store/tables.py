@@ -146,6 +146,38 @@ class Job(Table, tablename="job"):
     resolve_refs = Integer(default=0)
     # The most the run may hold: set when a run whose role was capped started it (see Jobs.run_script).
     role_cap = Varchar(length=16, null=True, default=None)
+    # What the executor needs to schedule and carry the run, copied from its runnable when it
+    # is queued (app/engine/queue.py): pick-up and recovery read the run alone.
+    timeout_ms = BigInt(null=True, default=None)
+    max_attempts = Integer(default=1)
+    backoff_ms = BigInt(default=1000)
+    concurrency_key = Varchar(length=255, null=True, default=None)
+    concurrency_limit = Integer(null=True, default=None)
+    concurrency_window_ms = BigInt(null=True, default=None)
+    cache_ttl_ms = BigInt(null=True, default=None)
+    # A WAITING run: when its timer wakes it (epoch ms), and what else it waits for (JSON).
+    wake_at = BigInt(null=True, default=None)
+    waiting_for = Text(null=True, default=None)
+
+
+class JobStep(Table, tablename="job_step"):
+    """A checkpoint: the JSON result of a named step of a run, stored before the run goes on;
+    primary key (job_id, seq)."""
+
+    job_id = Varchar(length=36)
+    seq = Integer()
+    name = Varchar(length=255)
+    result = Text()
+    created_at = BigInt()
+
+
+class Worker(Table, tablename="worker"):
+    """A serving process, and when it last said it was alive (PostgreSQL: others recover the
+    runs of a process that stopped saying so)."""
+
+    id = Varchar(length=64, primary_key=True)
+    started_at = BigInt()
+    heartbeat_at = BigInt()
 
 
 class JobLog(Table, tablename="job_log"):

@@ -29,7 +29,8 @@ def test_runs_nobody_waits_for_yield_to_a_burst_of_requests(backend: str) -> Non
 
         background = [f"bg-{i}" for i in range(20)]
         await db.write(*(db_statement(job_id, "QUEUED") for job_id in background), db_statement("fg", "RUNNING"))
-        executor = Executor(db, run, capacity=4)
+        executor = Executor(db, capacity=4)
+        executor.register("script", run)
         await executor.start()
         burst_ends = time.monotonic() + 0.8
 
@@ -78,7 +79,8 @@ def test_at_most_capacity_runs_at_once_and_a_queued_cancel_never_starts(backend:
 
         ids = [f"j-{i}" for i in range(12)]
         await db.write(*(db_statement(job_id, "QUEUED") for job_id in ids))
-        executor = Executor(db, run, capacity=3)
+        executor = Executor(db, capacity=3)
+        executor.register("script", run)
         await executor.start()
         for job_id in ids:
             executor.submit(QueuedJob(job_id, "main", "f/test/x"))

@@ -1,4 +1,5 @@
-"""`/api/v1/jobs`: start runs (async, sync, streamed), read them, their results and logs, cancel.
+"""`/api/v1/jobs`: start runs (async, sync, streamed), read them, their results and logs, cancel
+and resume them.
 
 The caller wrote a run's arguments: `$var:`/`$res:`/`$cred:` references in them resolve with
 the caller's rights (`refs=True`), and one the caller may not read is a 400 before any run."""
@@ -16,6 +17,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.engine.executor import Outcome
+from app.engine.queue import FINAL
 from app.errors import Conflict, FlowmillError
 from app.api.bounds import INT32_MAX
 from app.api.context import context, json_body
@@ -23,7 +25,6 @@ from app.api.documented import RUN_ARGS
 from app.services import Services
 from app.services.jobs import Trigger, outcome_of
 
-FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 
 
 class RunFailed(FlowmillError):
@@ -51,6 +52,13 @@ class TriggerOut(msgspec.Struct):
     detail: str
 
 
+class WaitingFor(msgspec.Struct, rename="camel", omit_defaults=True):
+    until_ms: int | None = None
+    children: Literal["all", "any"] | None = None
+    approval: str | None = None
+    event: str | None = None
+
+
 class JobOut(msgspec.Struct, rename="camel"):
     id: str
     workspace: str
@@ -74,6 +82,10 @@ class JobOut(msgspec.Struct, rename="camel"):
     priority: int
     attempt: int
     progress: int | None
+    # A WAITING run: when its timer wakes it (epoch ms), and what it waits for
+    # ({untilMs?, children?: "all"|"any", approval?, event?}).
+    wake_at: int | None = None
+    waiting_for: WaitingFor | None = None
     # The trigger's event, for a script with a preprocessor (which made `args` from it); only in
     # GET /jobs/{id}, null in lists.
     event: Any = None
@@ -106,7 +118,9 @@ RUN_EVENTS = {200: ResponseSpec(RunEvent, generate_examples=False, media_type="t
 
 
 def job_out(job: dict[str, Any]) -> JobOut:
-    return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"])})
+    waiting = job["waiting_for"]
+    return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"]),
+                     "waiting_for": None if waiting is None else msgspec.convert(waiting, WaitingFor)})
 
 
 def result_response(job_id: str, outcome: Outcome, status: int | None = None) -> Response[Any]:
@@ -213,12 +227,13 @@ async def list_jobs(
     status: str | None = None,
     path: str | None = None,
     trigger: str | None = None,
+    kind: str | None = Parameter(default=None, description="script, flow, workflow or task"),
     cursor: str | None = None,
     limit: int = Parameter(default=50, ge=1, le=200),
 ) -> JobPage:
     """Runs of the workspace, newest first."""
     services, actor = context(request)
-    items, next_cursor = await services.jobs.list(actor.workspace, status, path, trigger, cursor, limit)
+    items, next_cursor = await services.jobs.list(actor.workspace, status, path, trigger, cursor, limit, kind=kind)
     return JobPage([job_out(j) for j in items], next_cursor)
 
 
@@ -258,9 +273,17 @@ async def stream_logs(request: Request, job_id: str) -> ServerSentEvent:
 
 @post("/jobs/{job_id:str}/cancel", opt={"role": "executor", "audit": "job.cancel"}, status_code=200)
 async def cancel_job(request: Request, job_id: str) -> JobOut:
-    """Cancel a queued run, or kill a running one."""
+    """Cancel a queued, waiting or paused run, or kill a running one; its descendants with it."""
     services, actor = context(request)
     return job_out(await services.jobs.cancel(actor, job_id))
 
 
-HANDLERS = [run_async, run_hash_async, run_wait_result, run_and_stream, list_jobs, get_job, get_result, get_logs, stream_logs, cancel_job]
+@post("/jobs/{job_id:str}/resume", opt={"role": "executor", "audit": "job.resume", "errors": (409,)}, status_code=200)
+async def resume_job(request: Request, job_id: str) -> JobOut:
+    """Wake a WAITING or PAUSED run now, to run its next turn; any other run is left as it is."""
+    services, actor = context(request)
+    return job_out(await services.jobs.resume(actor, job_id))
+
+
+HANDLERS = [run_async, run_hash_async, run_wait_result, run_and_stream, list_jobs, get_job, get_result, get_logs,
+            stream_logs, cancel_job, resume_job]
