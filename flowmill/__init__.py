@@ -13,6 +13,10 @@ is masked (`***`) in the run's log, result and error. Outside a run, `FLOWMILL_U
 `FLOWMILL_TOKEN` and `FLOWMILL_WORKSPACE` say where and who (a person's token reads variables
 and resources; a credential's value is given only to runs).
 
+A step is checkpointed: `flowmill.step("charge", charge, order)` runs `charge(order)` once per
+run and stores its JSON result before the script goes on; when the run runs again (a retry
+after a failure or a crash), a stored step returns its result without running again.
+
 It needs nothing beyond the standard library, so it costs a script no dependency.
 """
 
@@ -23,9 +27,12 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["FlowmillError", "get_credential", "get_resource", "get_variable"]
+T = TypeVar("T")
+
+__all__ = ["FlowmillError", "get_credential", "get_resource", "get_variable", "step"]
 
 TIMEOUT_S = 30.0
 
@@ -82,3 +89,14 @@ def _get(tail: str) -> Any:
         except (ValueError, AttributeError):
             body = {}
         raise FlowmillError(error.code, body.get("code", "error"), body.get("message", error.reason)) from None
+
+
+def step(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` once per run, its JSON result stored before the run goes on (a
+    stored step returns its result when the run runs again). Names are unique in a run; a
+    result is at most 1 MiB of JSON. Outside a Flowmill run it just calls `fn`."""
+    try:
+        from app.runtimes.python import steps  # the run's child has it: the fork server loaded it
+    except ImportError:
+        return fn(*args, **kwargs)
+    return steps.step(name, fn, *args, **kwargs)

@@ -76,6 +76,7 @@ class QueuedJob:
     concurrency_limit: int | None = None
     concurrency_window_s: float | None = None
     claimed: bool = False  # written RUNNING by this process already (synchronous runs)
+    resumed: bool = False  # woken from WAITING or PAUSED: its next turn, with its checkpoints
     context: Any = None  # what `run` would otherwise read, when whoever queued the run knew it already
 
     @classmethod
@@ -91,7 +92,9 @@ class QueuedJob:
 
     @classmethod
     def of(cls, run: Scheduled) -> QueuedJob:
-        return cls.new(run.id, run.workspace, run.kind, run.path, run.policy, run.parent, run.scheduled_for, run.attempt)
+        job = cls.new(run.id, run.workspace, run.kind, run.path, run.policy, run.parent, run.scheduled_for, run.attempt)
+        job.resumed = run.resumed
+        return job
 
 
 @dataclasses.dataclass(frozen=True)

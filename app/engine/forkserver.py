@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ from app.runtimes.python.protocol import (
     Ended,
     FrameReader,
     Output,
+    Proceed,
     ServerFrame,
+    Step,
     encode_frame,
     run_frame,
 )
@@ -49,6 +51,7 @@ READY_TIMEOUT_S = 15.0
 MAX_MESSAGE = 64 * 1024 * 1024
 
 OnLog = Callable[[float, str, str], None]
+OnStep = Callable[[int, str, str], Awaitable[None]]
 _frames = msgspec.json.Decoder(ServerFrame)
 
 
@@ -62,6 +65,7 @@ class ChildOutcome:
     duration_s: float = 0.0
     exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
     args: str | None = None  # the JSON text of main's arguments, when a preprocessor made them
+    wait: dict[str, Any] | None = None  # suspended: what the run waits for
 
 
 def _deliver(message: Output | Ended, on_log: OnLog) -> ChildOutcome | None:
@@ -73,7 +77,8 @@ def _deliver(message: Output | Ended, on_log: OnLog) -> ChildOutcome | None:
     result = bytes(message.result).decode() if message.status == "success" else None
     given = bytes(message.args)
     args = given.decode() if given != b"null" else None
-    return ChildOutcome(message.status, result, message.error, message.duration_s, message.exit_reason, args)
+    return ChildOutcome(message.status, result, message.error, message.duration_s, message.exit_reason, args,
+                        message.wait)
 
 
 class ForkServerError(FlowmillError):
@@ -113,13 +118,33 @@ def command(socket_path: Path, idle: int, ready_fd: int, lean: bool = False, wal
 
 
 class RunHandle:
-    """A run sent to the fork server: await `outcome`; `cancel()` kills it."""
+    """A run sent to the fork server: await `outcome`; `cancel()` kills it. Each step the child
+    checkpoints is handed to `on_step` (seq, name, JSON text), and the child goes on once that
+    has returned: a step is stored before the run passes it."""
 
-    def __init__(self, channel: _Channel, run_id: int, on_log: OnLog) -> None:
+    def __init__(self, channel: _Channel, run_id: int, on_log: OnLog, on_step: OnStep | None = None) -> None:
         self.channel = channel
         self.id = run_id
         self.on_log = on_log
+        self.on_step = on_step
         self.outcome: asyncio.Future[ChildOutcome] = asyncio.get_running_loop().create_future()
+        self._steps: asyncio.Task[None] | None = None  # the last step's store: the next waits for it
+
+    def step(self, message: Step) -> None:
+        self._steps = asyncio.get_running_loop().create_task(self._store(self._steps, message))
+
+    async def _store(self, previous: asyncio.Task[None] | None, message: Step) -> None:
+        if previous is not None:
+            await previous
+        if self.on_step is not None:
+            try:
+                await self.on_step(message.seq, message.name, bytes(message.result).decode())
+            except Exception:  # not stored: the child must not go on as if it were
+                log.exception("storing step %d of a run failed; the run is stopped", message.seq)
+                self.cancel()
+                return
+        if not self.outcome.done() and not self.channel.closed:
+            self.channel.send(encode_frame(Proceed(self.id, message.seq)))
 
     def cancel(self) -> None:
         if not self.outcome.done() and not self.channel.closed:
@@ -155,6 +180,9 @@ class _Channel(asyncio.Protocol):
         for message in messages:
             handle = self.runs.get(message.id)
             if handle is None:
+                continue
+            if isinstance(message, Step):
+                handle.step(message)
                 continue
             outcome = _deliver(message, handle.on_log)
             if outcome is not None:
@@ -228,12 +256,13 @@ class ForkServer:
             if process.stdin:
                 process.stdin.close()
 
-    async def submit(self, job: ChildJob, on_log: OnLog) -> RunHandle:
-        """Send `job` to a fresh child (on the event loop); log lines go to `on_log` as they come."""
+    async def submit(self, job: ChildJob, on_log: OnLog, on_step: OnStep | None = None) -> RunHandle:
+        """Send `job` to a fresh child (on the event loop); log lines go to `on_log` as they
+        come, steps to `on_step` (see RunHandle)."""
         channel = self._channel
         if channel is None or channel.closed:
             channel = await self._connect_channel()
-        handle = RunHandle(channel, next(channel.ids), on_log)
+        handle = RunHandle(channel, next(channel.ids), on_log, on_step)
         channel.runs[handle.id] = handle
         channel.send(run_frame(handle.id, job))
         return handle
@@ -273,7 +302,11 @@ class ForkServer:
                 if not data:
                     return ChildOutcome("crashed", exit_reason=f"the fork server stopped ({self.describe_exit()})")
                 for body in frames.feed(data):
-                    outcome = _deliver(_frames.decode(body), on_log)
+                    message = _frames.decode(body)
+                    if isinstance(message, Step):  # nothing stores a blocking run's steps: it goes on
+                        conn.sendall(encode_frame(Proceed(1, message.seq)))
+                        continue
+                    outcome = _deliver(message, on_log)
                     if outcome is not None:
                         return outcome
         finally:

@@ -39,7 +39,8 @@ VIEW_COLUMNS = (
 )
 # What the executor reads to schedule a run.
 _SCHEDULE_COLUMNS = (
-    "id, workspace_id, kind, path, parent_job, attempt, scheduled_for, priority, timeout_ms, max_attempts, backoff_ms, "
+    "id, workspace_id, kind, path, parent_job, attempt, scheduled_for, started_at, priority, timeout_ms, max_attempts, "
+    "backoff_ms, "
     "concurrency_key, concurrency_limit, concurrency_window_ms"
 )
 
@@ -315,6 +316,7 @@ class Scheduled:
     attempt: int
     scheduled_for: int
     policy: Policy
+    resumed: bool = False  # it ran a turn before (it waited, or was recovered): it may have checkpoints
 
 
 def scheduled(row: Row) -> Scheduled:
@@ -323,6 +325,7 @@ def scheduled(row: Row) -> Scheduled:
         Policy(timeout_s=_s(row["timeout_ms"]), max_attempts=row["max_attempts"], backoff_s=_s(row["backoff_ms"]) or 0.0,
                priority=row["priority"], concurrency_key=row["concurrency_key"],
                concurrency_limit=row["concurrency_limit"], concurrency_window_s=_s(row["concurrency_window_ms"])),
+        row["started_at"] is not None,
     )
 
 

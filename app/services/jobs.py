@@ -33,7 +33,7 @@ import msgspec
 from app.config import Settings
 from app.engine import queue
 from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
-from app.engine.queue import FINAL, KINDS, STATUSES, NewRun
+from app.engine.queue import FINAL, KINDS, STATUSES, NewRun, Wait
 from app.engine.forkserver import ChildJob, ForkServer
 from app.engine.logs import LogSink
 from app.engine.masks import Masks
@@ -61,7 +61,8 @@ MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
 # is answered 503 with Retry-After, rather than forking without bound.
 EVALUATE_CONCURRENCY = 4
 EVALUATE_WAIT_S = 2.0
-_CHILD_STATUS = {"success": "SUCCESS", "error": "FAILED", "timeout": "TIMED_OUT", "cancelled": "CANCELLED", "crashed": "FAILED"}
+_CHILD_STATUS = {"success": "SUCCESS", "error": "FAILED", "timeout": "TIMED_OUT", "cancelled": "CANCELLED", "crashed": "FAILED",
+                 "suspended": "WAITING"}
 
 
 class Trigger(msgspec.Struct, frozen=True):
@@ -80,6 +81,20 @@ def _settings_of(row: Row) -> ScriptSettings:
 
 def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
+
+
+def _suspended(wait: dict[str, Any]) -> Outcome:
+    """How a turn that a script ended with `suspend` (app.runtimes.python.steps) leaves it."""
+    if wait.get("paused"):
+        return Outcome("PAUSED")
+    children = wait.get("children")
+    until = wait.get("untilMs")
+    return Outcome("WAITING", wait=Wait(
+        until_ms=int(until) if isinstance(until, (int, float)) else None,
+        children=children if children in ("all", "any") else None,
+        approval=str(wait["approval"]) if wait.get("approval") is not None else None,
+        event=str(wait["event"]) if wait.get("event") is not None else None,
+    ))
 
 
 def job_view(row: Row) -> dict[str, Any]:
@@ -510,17 +525,20 @@ class Jobs:
             sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
             memory_limit_mb=self.settings.job_memory_limit_mb,
             preprocessor_event=_decode(run.event), code=code,
+            steps=await self._steps(job),
         )
         if run.event is not None:  # the preprocessor makes main's arguments: the child checks them
             version = run.version()
             checker = self.arguments.of(version)  # main's arguments as checked before runs without one
             child.main_schema, child.main_takes_kwargs = checker.schema, checker.open
-        handle = await forkserver.submit(child, sink.line)
+        handle = await forkserver.submit(child, sink.line, self._step_store(job.id))
         cancel.on_cancel(handle.cancel)
         outcome = await handle.outcome
         status = _CHILD_STATUS[outcome.status]
         if outcome.status == "success":
             return Outcome(status, result=outcome.result, args=outcome.args)
+        if outcome.status == "suspended":
+            return _suspended(outcome.wait or {})
         error = dict(outcome.error or {})
         if outcome.status == "timeout":
             error = {"name": "Timeout", "message": f"the run took longer than its timeout of {job.timeout_s:g} s"}
@@ -547,6 +565,18 @@ class Jobs:
             forkserver = self.lean_forkserver if is_light(source) else self.forkserver
             prepared = self._prepared[digest, path] = (forkserver, compile_script(source, path))
         return prepared
+
+    async def _steps(self, job: QueuedJob) -> dict[str, str]:
+        """The run's checkpoints, for its steps to replay: a first attempt of a fresh run has
+        none (no read on the common path)."""
+        if job.attempt == 1 and not job.resumed:
+            return {}
+        return {row["name"]: row["result"] for row in await self.runs.steps(job.id)}
+
+    def _step_store(self, job_id: str):  # type: ignore[no-untyped-def]
+        async def store(seq: int, name: str, result: str) -> None:
+            await self.db.write(queue.checkpoint(job_id, seq, name, result, now_ms()))
+        return store
 
     async def _read_input(self, job_id: str) -> RunInput | None:
         row = await self.runs.with_script_version(job_id)

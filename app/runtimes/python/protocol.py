@@ -1,9 +1,14 @@
 """What the Flowmill server, the fork server and a child send each other.
 
 The Flowmill server keeps one connection to the fork server and multiplexes its runs over it:
-`Run` and `Cancel` go in; `Output` and `Ended` come back. The fork server hands a run's job
-(`ChildJob`, passed on as the server encoded it) to a child, which answers `Finished` or
-`Failed`. Everything is framed the same way: a 4-byte length, then msgspec JSON.
+`Run`, `Cancel` and `Proceed` go in; `Output`, `Step` and `Ended` come back. The fork server
+hands a run's job (`ChildJob`, passed on as the server encoded it) to a child, which ends with
+`Finished`, `Failed` or `Suspended` (the turn is over: the run waits for something).
+
+During its run a child may send `Checkpoint`s: a named step's JSON result. The fork server
+passes each on as a `Step`; the Flowmill server commits it, then answers `Proceed`, which the
+fork server hands the child as an `Ack`: the child goes on only once its step is stored.
+Everything is framed the same way: a 4-byte length, then msgspec JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class ChildJob(msgspec.Struct, kw_only=True):
     # preprocessor returns against (the server checks every other run's arguments before it exists).
     main_schema: dict[str, Any] | None = None
     main_takes_kwargs: bool = False
+    # The run's stored checkpoints (name -> JSON text of its result), replayed by its steps.
+    steps: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Run(msgspec.Struct, tag_field="t", tag="run"):
@@ -54,6 +61,13 @@ class Cancel(msgspec.Struct, tag_field="t", tag="cancel"):
     id: int
 
 
+class Proceed(msgspec.Struct, tag_field="t", tag="proceed"):
+    """Client -> fork server: step `seq` of run `id` is stored; its child may go on."""
+
+    id: int
+    seq: int
+
+
 class Output(msgspec.Struct, tag_field="t", tag="output"):
     """Fork server -> client: log lines of run `id`, as (epoch seconds, stream, text)."""
 
@@ -61,16 +75,26 @@ class Output(msgspec.Struct, tag_field="t", tag="output"):
     lines: list[tuple[float, str, str]]
 
 
+class Step(msgspec.Struct, tag_field="t", tag="step"):
+    """Fork server -> client: run `id` reached step `seq`, `name`; store it, then `Proceed`."""
+
+    id: int
+    seq: int
+    name: str
+    result: msgspec.Raw
+
+
 class Ended(msgspec.Struct, tag_field="t", tag="ended"):
     """Fork server -> client: how run `id` ended; every line of its output was sent before."""
 
     id: int
-    status: str  # success, error (raised by the script), timeout, cancelled, crashed
+    status: str  # success, error (raised by the script), timeout, cancelled, crashed, suspended
     result: msgspec.Raw = msgspec.Raw(b"null")  # with success: main's return value, as JSON
     error: dict[str, str] | None = None  # with error: name, message, traceback
     exit_reason: str = ""  # for timeout, cancelled and crashed: what happened to the process
     duration_s: float = 0.0
     args: msgspec.Raw = msgspec.Raw(b"null")  # what main was given, when a preprocessor made it (else null)
+    wait: dict[str, Any] | None = None  # with suspended: what the run waits for (see Suspended)
 
 
 class Finished(msgspec.Struct, tag_field="t", tag="result"):
@@ -87,9 +111,31 @@ class Failed(msgspec.Struct, tag_field="t", tag="error"):
     args: msgspec.Raw = msgspec.Raw(b"null")  # main's arguments, when a preprocessor made them
 
 
-ChildFrame = Finished | Failed  # what a child answers
-ClientFrame = Run | Cancel  # what a client asks
-ServerFrame = Output | Ended  # what the fork server tells a client
+class Checkpoint(msgspec.Struct, tag_field="t", tag="checkpoint"):
+    """Child -> fork server: step `seq` (from 0, in the order the run reaches them), `name`,
+    ended with `result` (JSON); the child then waits for its `Ack`."""
+
+    seq: int
+    name: str
+    result: msgspec.Raw
+
+
+class Suspended(msgspec.Struct, tag_field="t", tag="suspended"):
+    """Child -> fork server: the turn is over; the run waits. `wait`: {untilMs?, children?
+    ("all" | "any"), approval?, event?}, or {"paused": true}. Its steps are stored."""
+
+    wait: dict[str, Any]
+
+
+class Ack(msgspec.Struct, tag_field="t", tag="ack"):
+    """Fork server -> child: step `seq` is stored; go on."""
+
+    seq: int
+
+
+ChildFrame = Finished | Failed | Suspended | Checkpoint  # what a child sends
+ClientFrame = Run | Cancel | Proceed  # what a client asks
+ServerFrame = Output | Step | Ended  # what the fork server tells a client
 
 HEADER = struct.Struct(">I")
 MAX_ERROR_TEXT = 64 * 1024  # a Failed's message and traceback are cut to this
@@ -97,6 +143,7 @@ MAX_ERROR_TEXT = 64 * 1024  # a Failed's message and traceback are cut to this
 _encoder = msgspec.json.Encoder()
 _job_decoder = msgspec.json.Decoder(ChildJob)
 child_frames = msgspec.json.Decoder(ChildFrame)
+ack_frames = msgspec.json.Decoder(Ack)
 client_frames = msgspec.json.Decoder(ClientFrame)
 
 
@@ -137,19 +184,29 @@ class FrameReader:
 # builds or touches costs it copied pages --------------------------------------------------------
 
 
-def read_job(fd: int) -> ChildJob:
-    """The job the fork server sends a child on `fd` (blocking)."""
+def _read_frame(fd: int) -> bytes:
+    """The body of the next frame on `fd` (blocking)."""
     def exactly(size: int) -> bytes:
         data = os.read(fd, size)
         while len(data) < size:
             chunk = os.read(fd, min(size - len(data), 1 << 20))
             if not chunk:
-                raise EOFError("the server closed the connection before sending the job")
+                raise EOFError("the fork server closed the connection")
             data += chunk
         return data
 
     (size,) = HEADER.unpack(exactly(HEADER.size))
-    return _job_decoder.decode(exactly(size))
+    return exactly(size)
+
+
+def read_job(fd: int) -> ChildJob:
+    """The job the fork server sends a child on `fd` (blocking)."""
+    return _job_decoder.decode(_read_frame(fd))
+
+
+def read_ack(fd: int) -> Ack:
+    """The fork server's word that a step is stored (blocking)."""
+    return ack_frames.decode(_read_frame(fd))
 
 
 def send(fd: int, frame: bytes) -> None:

@@ -30,11 +30,13 @@ import msgspec
 
 from app.runtimes import response
 from app.runtimes.python.arguments import ArgumentError, Arguments
+from app.runtimes.python import steps
 from app.runtimes.python.protocol import (
     MAX_ERROR_TEXT,
     ChildJob,
     Failed,
     Finished,
+    Suspended,
     encode_frame,
     read_job,
     send,
@@ -226,17 +228,17 @@ def _reported(kwargs: dict[str, Any], limit: int) -> msgspec.Raw:
 MAX_REPORTED_ARGS = 5 * 1024 * 1024  # as the server bounds a run's arguments
 
 
-def _execute(job: ChildJob, filename: str) -> Finished | Failed:
+def _execute(job: ChildJob, filename: str) -> Finished | Failed | Suspended:
     """Run the script's entry point (after its preprocessor, given an event): the outcome,
     with the arguments main got when the preprocessor made them."""
     made: list[dict[str, Any]] = []  # main's arguments, once the preprocessor made them
     outcome = _run_entry(job, filename, made)
-    if made:
+    if made and not isinstance(outcome, Suspended):
         outcome.args = _reported(made[-1], MAX_REPORTED_ARGS)
     return outcome
 
 
-def _run_entry(job: ChildJob, filename: str, made: list[dict[str, Any]]) -> Finished | Failed:
+def _run_entry(job: ChildJob, filename: str, made: list[dict[str, Any]]) -> Finished | Failed | Suspended:
     linecache.cache[filename] = (len(job.source), None, job.source.splitlines(True), filename)
     module = types.ModuleType(SCRIPT_MODULE)
     module.__file__ = filename
@@ -266,6 +268,8 @@ def _run_entry(job: ChildJob, filename: str, made: list[dict[str, Any]]) -> Fini
                                                       f"{error.message}")
                 made.append(kwargs)
         result = _call(entry, **_coerce(entry, _accepted(entry, kwargs)))
+    except steps.Suspend as suspended:  # the turn is over: the run waits
+        return Suspended(suspended.wait)
     except BaseException as error:  # noqa: BLE001 - whatever the script raises, SystemExit included, is its outcome
         if isinstance(error, MemoryError):
             module.__dict__.clear()  # what the script keeps globally: formatting the error needs memory
@@ -300,6 +304,7 @@ def run_one(fd: int, libc: ctypes.CDLL, wall: Wall, ruleset: int) -> bool:
     me = os.getpid()
     filename = script_filename(job.path)
     _enter(job, filename)
+    steps.begin(fd, job.steps)
     outcome = _execute(job, filename)
     if os.getpid() != me:  # a process the script forked, returning from main: its outcome is not the run's
         os._exit(0)

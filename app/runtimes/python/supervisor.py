@@ -37,11 +37,16 @@ from app.runtimes.python.preload import preload
 from app.runtimes.python.protocol import (
     HEADER,
     MAX_ERROR_TEXT,
+    Ack,
+    Checkpoint,
     Ended,
     Finished,
     FrameReader,
     Output,
+    Proceed,
     Run,
+    Step,
+    Suspended,
     child_frames,
     client_frames,
     encode_frame,
@@ -300,6 +305,12 @@ class _ForkServer:
         for request in requests:
             if isinstance(request, Run):
                 self.start(client, request)
+            elif isinstance(request, Proceed):
+                if request.id in client.runs:  # its step is stored: the child, waiting for its ack, goes on
+                    try:
+                        client.runs[request.id].child.conn.sendall(encode_frame(Ack(request.seq)))
+                    except OSError:
+                        pass  # it died meanwhile: its reaping ends the run
             elif request.id in client.runs:
                 self.kill(client.runs[request.id], "cancelled", "killed: the run was cancelled")
         if not data or client.gone:
@@ -354,8 +365,14 @@ class _ForkServer:
                 self.kill(run, "crashed", f"the child sent an unreadable message: {error}")
                 return
             for frame in frames:
+                if isinstance(frame, Checkpoint):  # passed on; the child waits for its Proceed
+                    self.send_output(run)  # the lines printed before the step go first
+                    run.client.send(Step(run.id, frame.seq, frame.name, frame.result))
+                    continue
                 if isinstance(frame, Finished):
                     self.end(run, "success", result=frame.result, args=frame.args)
+                elif isinstance(frame, Suspended):
+                    self.end(run, "suspended", wait=frame.wait)
                 else:
                     self.end(run, "error", error=frame.error, args=frame.args)
                 return
@@ -377,7 +394,8 @@ class _ForkServer:
         self.end(run, status, exit_reason=reason)
 
     def end(self, run: _Running, status: str, result: msgspec.Raw = msgspec.Raw(b"null"),
-            error: dict[str, str] | None = None, exit_reason: str = "", args: msgspec.Raw = msgspec.Raw(b"null")) -> None:
+            error: dict[str, str] | None = None, exit_reason: str = "", args: msgspec.Raw = msgspec.Raw(b"null"),
+            wait: dict[str, Any] | None = None) -> None:
         """Send the rest of the output, then the outcome; forget the run."""
         if run.output_open:
             run.output.drain()  # the child wrote everything before its outcome: read it all
@@ -385,7 +403,7 @@ class _ForkServer:
         os.close(run.output.fd)
         run.output.finish()
         self.send_output(run)
-        run.client.send(Ended(run.id, status, result, error, exit_reason, time.monotonic() - run.started, args))
+        run.client.send(Ended(run.id, status, result, error, exit_reason, time.monotonic() - run.started, args, wait))
         if run.conn_open:
             run.conn_open = False
             self.selector.unregister(run.child.conn)
