@@ -16,6 +16,9 @@ and resources; a credential's value is given only to runs).
 A step is checkpointed: `flowmill.step("charge", charge, order)` runs `charge(order)` once per
 run and stores its JSON result before the script goes on; when the run runs again (a retry
 after a failure or a crash), a stored step returns its result without running again.
+`flowmill.sleep(s)`, `flowmill.wait_for_approval(name)` and `flowmill.wait_for_event(type)`
+end the run's turn: it waits holding no process, then runs again from the top, its stored
+steps replayed, and goes past the wait (so put work before a wait in steps).
 
 It needs nothing beyond the standard library, so it costs a script no dependency.
 """
@@ -32,7 +35,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["FlowmillError", "get_credential", "get_resource", "get_variable", "step"]
+__all__ = ["FlowmillError", "approval_urls", "get_credential", "get_resource", "get_variable", "sleep", "step",
+           "wait_for_approval", "wait_for_event"]
 
 TIMEOUT_S = 30.0
 
@@ -91,12 +95,66 @@ def _get(tail: str) -> Any:
         raise FlowmillError(error.code, body.get("code", "error"), body.get("message", error.reason)) from None
 
 
+def _steps():  # type: ignore[no-untyped-def]
+    """The run's steps (app.runtimes.python.steps: its child has it, the fork server loaded
+    it), or None outside a Flowmill run."""
+    try:
+        from app.runtimes.python import steps
+    except ImportError:
+        return None
+    return steps
+
+
+def sleep(seconds: float) -> None:
+    """Wait `seconds` without holding a process (outside a run: time.sleep)."""
+    steps = _steps()
+    if steps is None:
+        import time
+        time.sleep(seconds)
+        return
+    steps.sleep(seconds)
+
+
+def wait_for_approval(name: str = "approval", timeout_s: float | None = None) -> dict[str, Any]:
+    """Wait for approval `name` (its URLs: `approval_urls(name)`): {approved, approver, payload};
+    {approved: False, timedOut: True} once `timeout_s` has passed. Refusing cancels the run."""
+    steps = _steps()
+    if steps is None:
+        raise FlowmillError(400, "not_in_a_run", "wait_for_approval needs a Flowmill run")
+    return steps.wait_for_approval(name, timeout_s)
+
+
+def wait_for_event(event_type: str, timeout_s: float | None = None) -> dict[str, Any]:
+    """Wait for the next event of `event_type` sent to this run (POST /api/v1/jobs/{id}/events):
+    {type, payload, sentBy}; events sent before are kept, each returned once, in order."""
+    steps = _steps()
+    if steps is None:
+        raise FlowmillError(400, "not_in_a_run", "wait_for_event needs a Flowmill run")
+    return steps.wait_for_event(event_type, timeout_s)
+
+
+def approval_urls(name: str = "approval", approver: str = "") -> dict[str, str]:
+    """The signed URLs that answer approval `name` of this run: approvalPage, resume, cancel."""
+    job_id = os.environ.get("WM_JOB_ID") or os.environ.get("FLOWMILL_JOB_ID")
+    if not job_id:
+        raise FlowmillError(400, "not_in_a_run", "approval_urls needs a Flowmill run")
+    base, token, workspace = _where()
+    query = f"?approver={urllib.parse.quote(approver)}" if approver else ""
+    request = urllib.request.Request(
+        f"{base}/api/w/{urllib.parse.quote(workspace, safe='')}/jobs/resume_urls/{urllib.parse.quote(job_id)}/"
+        f"{urllib.parse.quote(name, safe='')}{query}", headers={"Accept": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        raise FlowmillError(error.code, "error", error.reason) from None
+
+
 def step(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`fn(*args, **kwargs)` once per run, its JSON result stored before the run goes on (a
     stored step returns its result when the run runs again). Names are unique in a run; a
     result is at most 1 MiB of JSON. Outside a Flowmill run it just calls `fn`."""
-    try:
-        from app.runtimes.python import steps  # the run's child has it: the fork server loaded it
-    except ImportError:
+    steps = _steps()
+    if steps is None:
         return fn(*args, **kwargs)
     return steps.step(name, fn, *args, **kwargs)

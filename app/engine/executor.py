@@ -271,10 +271,11 @@ class Executor:
             return 0
         results = await self.db.write(*statements)
         woken = [job_id for job_id, result in zip(ids, results) if result.rowcount]
-        await self._submit_woken(woken)
+        await self.submit_woken(woken)
         return len(woken)
 
-    async def _submit_woken(self, ids: list[str]) -> None:
+    async def submit_woken(self, ids: list[str]) -> None:
+        """Hand the executor the runs among `ids` that were woken (QUEUED) and it does not know."""
         for run in await self.runs.of_ids(ids):
             if not self.knows(run.id):
                 self.submit(QueuedJob.of(run))
@@ -407,7 +408,7 @@ class Executor:
         results = await self.db.write(*statements)
         self._settle(job.id, outcome)
         if job.parent is not None and results[-1].rowcount:
-            await self._submit_woken([job.parent])
+            await self.submit_woken([job.parent])
 
     async def _suspend(self, job: QueuedJob, sink: LogSink, outcome: Outcome) -> None:
         """The end of a turn: the run waits (or is paused) without a slot."""
@@ -421,7 +422,7 @@ class Executor:
         self._reasons.pop(job.id, None)
         self.hub.publish(job.id)
         if children and results[-1].rowcount:
-            await self._submit_woken([job.id])
+            await self.submit_woken([job.id])
         elif outcome.wait is not None and outcome.wait.until_ms is not None:
             self.timers.add(outcome.wait.until_ms, job.id)
 

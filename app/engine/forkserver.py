@@ -129,6 +129,7 @@ class RunHandle:
         self.on_step = on_step
         self.outcome: asyncio.Future[ChildOutcome] = asyncio.get_running_loop().create_future()
         self._steps: asyncio.Task[None] | None = None  # the last step's store: the next waits for it
+        self.step_error: str | None = None  # why a step could not be stored: the run was stopped
 
     def step(self, message: Step) -> None:
         self._steps = asyncio.get_running_loop().create_task(self._store(self._steps, message))
@@ -139,8 +140,9 @@ class RunHandle:
         if self.on_step is not None:
             try:
                 await self.on_step(message.seq, message.name, bytes(message.result).decode())
-            except Exception:  # not stored: the child must not go on as if it were
+            except Exception as error:  # not stored: the child must not go on as if it were
                 log.exception("storing step %d of a run failed; the run is stopped", message.seq)
+                self.step_error = f"step {message.name!r} could not be stored: {error}"
                 self.cancel()
                 return
         if not self.outcome.done() and not self.channel.closed:

@@ -291,13 +291,26 @@ def set_cache_key(job_id: str, key: str) -> Statement:
     return Statement("UPDATE job SET cache_key = $1 WHERE id = $2", (key, job_id))
 
 
-def checkpoint(job_id: str, seq: int, name: str, result: str, now: int) -> Statement:
-    """A named step's JSON result, stored before the run is told to go on. A step that is
-    stored already keeps its first result (a replay after a crash writes it again)."""
+def checkpoint(job_id: str, name: str, result: str, now: int) -> Statement:
+    """A named step's JSON result, stored before the run is told to go on, or what the run is
+    sent (an approval, an event), after the steps stored before. A name that is stored already
+    keeps its first result (a replay after a crash writes it again)."""
     return Statement(
-        "INSERT INTO job_step (job_id, seq, name, result, created_at) VALUES ($1, $2, $3, $4, $5) "
+        "INSERT INTO job_step (job_id, name, seq, result, created_at) "
+        "SELECT $1, $2, COALESCE(MAX(seq), -1) + 1, $3, $4 FROM job_step WHERE job_id = $5 "
         "ON CONFLICT DO NOTHING",
-        (job_id, seq, name, result, now),
+        (job_id, name, result, now, job_id),
+    )
+
+
+def wake_for(job_id: str, what: str, name: str, now: int) -> Statement:
+    """A run WAITING for this approval (`what` = "approval") or this type of event ("event")
+    back to QUEUED."""
+    assert what in ("approval", "event")
+    return Statement(
+        "UPDATE job SET status = 'QUEUED', scheduled_for = $1, wake_at = NULL WHERE id = $2 AND status = 'WAITING' "
+        "AND waiting_for LIKE $3",
+        (now, job_id, "%" + msgspec.json.encode({what: name}).decode()[1:-1] + "%"),
     )
 
 
@@ -433,6 +446,10 @@ class RunQueue:
             "ORDER BY finished_at DESC LIMIT 1",
             key, since_ms,
         )
+
+    async def count_steps(self, job_id: str, prefix: str) -> int:
+        return await self.db.fetchval("SELECT count(*) FROM job_step WHERE job_id = $1 AND name LIKE $2",
+                                      job_id, prefix.replace("%", "") + "%")
 
     async def steps(self, job_id: str) -> list[Row]:
         """A run's checkpoints, in order."""

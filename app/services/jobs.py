@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from app.store.base import Database, Row, Statement
 
 log = logging.getLogger("flowmill.jobs")
 MAX_ARGS_BYTES = 5 * 1024 * 1024
+EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")  # as app.runtimes.python.steps.NAME
 POLL_S = 1.0
 MAX_PAGE = 200
 MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
@@ -445,6 +447,35 @@ class Jobs:
         await self.db.write(audit.entry(actor, f"job:{job_id}"))
         return await self.get(actor.workspace, job_id)
 
+    async def signal(self, actor: Actor, job_id: str, what: str, name: str, key: str, value: Any) -> bool:
+        """Send a run what it may wait for: the answer to an approval, or an event (`what`),
+        stored as `key` with its steps (buffered until it waits for it), and the run woken if
+        it waits for it now. False when `key` is stored already; Conflict (409) for a final run."""
+        job = await self.get(actor.workspace, job_id)
+        if job["status"] in FINAL:
+            raise Conflict(f"the run is {job['status']}: it waits for nothing", {"status": job["status"]})
+        now = now_ms()
+        text = self._encode_args(value) if isinstance(value, dict) else msgspec.json.encode(value).decode()
+        results = await self.db.write(queue.checkpoint(job_id, key, text, now), queue.wake_for(job_id, what, name, now))
+        if not results[0].rowcount:
+            return False
+        await self.db.write(audit.entry(actor, f"job:{job_id}", action=actor.action or f"job.{what}"))
+        if results[1].rowcount:
+            await self.executor.submit_woken([job_id])
+        return True
+
+    async def send_event(self, actor: Actor, job_id: str, event_type: str, payload: Any) -> int:
+        """Send run `job_id` an event of `event_type`: its number among that type's (events are
+        buffered, each taken once, in order, by the run's `wait_for_event`)."""
+        if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
+            raise BadRequest("an event's type is 1-100 letters, digits and _ . : -")
+        for _ in range(5):  # two events of one type at once: the second takes the next number
+            number = await self.runs.count_steps(job_id, f"event:{event_type}:") + 1
+            event = {"type": event_type, "payload": payload, "sentBy": actor.username}
+            if await self.signal(actor, job_id, "event", event_type, f"event:{event_type}:{number}", event):
+                return number
+        raise Conflict("too many events of this type are being sent to this run at once; send it again")
+
     async def get(self, workspace: str, job_id: str) -> dict[str, Any]:
         row = await self.runs.get(workspace, job_id, event=True)
         if row is None:
@@ -534,6 +565,8 @@ class Jobs:
         handle = await forkserver.submit(child, sink.line, self._step_store(job.id))
         cancel.on_cancel(handle.cancel)
         outcome = await handle.outcome
+        if handle.step_error is not None:
+            return Outcome("FAILED", error={"name": "CheckpointFailed", "message": handle.step_error})
         status = _CHILD_STATUS[outcome.status]
         if outcome.status == "success":
             return Outcome(status, result=outcome.result, args=outcome.args)
@@ -575,7 +608,7 @@ class Jobs:
 
     def _step_store(self, job_id: str):  # type: ignore[no-untyped-def]
         async def store(seq: int, name: str, result: str) -> None:
-            await self.db.write(queue.checkpoint(job_id, seq, name, result, now_ms()))
+            await self.db.write(queue.checkpoint(job_id, name, result, now_ms()))
         return store
 
     async def _read_input(self, job_id: str) -> RunInput | None:

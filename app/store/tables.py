@@ -161,12 +161,13 @@ class Job(Table, tablename="job"):
 
 
 class JobStep(Table, tablename="job_step"):
-    """A checkpoint: the JSON result of a named step of a run, stored before the run goes on;
-    primary key (job_id, seq)."""
+    """A checkpoint: the JSON result of a named step of a run, stored before the run goes on,
+    or what the run was sent (`approval:<name>`, `event:<type>:<n>`); primary key (job_id,
+    name); `seq` orders them."""
 
     job_id = Varchar(length=36)
-    seq = Integer()
     name = Varchar(length=255)
+    seq = Integer()
     result = Text()
     created_at = BigInt()
 

@@ -21,6 +21,7 @@ import pytest
 from tests.support import PASSWORD, FlowmillServer, wait_for
 
 SCRIPT = "def main(n: int = 1):\n    return {'n': n}\n"
+SLEEPER = "import flowmill\ndef main():\n    flowmill.sleep(600)\n"
 OTHER = "audit-ws"  # the second workspace: every /api/v1/w/{workspace}/... and /api/w/{workspace}/... call goes there
 SPEC = json.dumps({"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
                    "paths": {"/pets": {"get": {"summary": "list pets"}}}})
@@ -120,6 +121,15 @@ def _static(c: httpx.Client, w: str) -> str:
     return folder
 
 
+def _sleeping_job(c: httpx.Client, w: str) -> str:
+    """A run WAITING on its timer (flowmill.sleep): it can be resumed."""
+    path = f"f/audit/sleep{_n()}"
+    _made(c, "POST", f"{v1(w)}/scripts", json={"path": path, "content": SLEEPER})
+    job_id = _made(c, "POST", f"{v1(w)}/jobs/run/p/{path}", json={}).json()["jobId"]
+    wait_for(lambda: c.get(f"{v1(w)}/jobs/{job_id}").json()["status"] == "WAITING", 30, "a run waiting on its timer")
+    return job_id
+
+
 def _waiting_job(c: httpx.Client, w: str) -> str:
     """A run queued a minute ahead: not final, so it can be cancelled."""
     return _made(c, "POST", f"{wm(w)}/jobs/run/p/{_script(c, w)['path']}", params={"scheduled_in_secs": 60}, json={}).text
@@ -173,6 +183,15 @@ CHANGES: dict[str, Change] = {
         "POST", f"{v1(w)}/scripts", {"json": {"path": f"f/audit/s{_n()}", "content": SCRIPT}})),
     "DELETE /api/v1/scripts/p/{path}": Change("script.delete", lambda c, w: ("DELETE", f"{v1(w)}/scripts/p/{_script(c, w)['path']}", {})),
     "POST /api/v1/jobs/{job_id}/cancel": Change("job.cancel", lambda c, w: ("POST", f"{v1(w)}/jobs/{_waiting_job(c, w)}/cancel", {})),
+    "POST /api/v1/jobs/{job_id}/resume": Change("job.resume", lambda c, w: (
+        "POST", f"{v1(w)}/jobs/{_sleeping_job(c, w)}/resume", {})),
+    "POST /api/v1/jobs/{job_id}/events": Change("job.event", lambda c, w: (
+        "POST", f"{v1(w)}/jobs/{_waiting_job(c, w)}/events", {"json": {"type": "audited", "payload": 1}})),
+    # The signed approval links: an answer to a run not waiting yet is kept; refusing cancels it.
+    "POST /api/w/{workspace}/jobs_u/resume/{job_id}/{resume_id}/{signature}": Change("job.resume", lambda c, w: (
+        "POST", _resume_url(c, w, "resume"), {"json": {}})),
+    "POST /api/w/{workspace}/jobs_u/cancel/{job_id}/{resume_id}/{signature}": Change("job.cancel", lambda c, w: (
+        "POST", _resume_url(c, w, "cancel"), {"json": {}})),
     # -- variables, resources, resource types --
     "POST /api/v1/variables": Change("variable.create", lambda c, w: (
         "POST", f"{v1(w)}/variables", {"json": {"path": f"f/audit/v{_n()}", "value": "x"}})),
@@ -252,23 +271,15 @@ def _resume_url(c: httpx.Client, w: str, which: str) -> str:
 # What cannot succeed yet, called to see it still answers its known refusal (audited as
 # `rejected`); when one starts succeeding, this test fails and it moves to CHANGES or RUNS.
 CANNOT_SUCCEED_YET: dict[str, tuple[str, int, Prepare]] = {
-    # No runnable ends a turn WAITING yet (flows and workflows will): resuming a queued run is
-    # refused, and audited as refused.
-    "POST /api/v1/jobs/{job_id}/resume": (
-        "job.resume", 409, lambda c, w: ("POST", f"{v1(w)}/jobs/{_waiting_job(c, w)}/resume", {})),
-    # No Flowmill run can suspend yet: a genuine signed approval link finds no waiting run.
-    "POST /api/w/{workspace}/jobs_u/resume/{job_id}/{resume_id}/{signature}": (
-        "job.resume", 409, lambda c, w: ("POST", _resume_url(c, w, "resume"), {"json": {}})),
-    "POST /api/w/{workspace}/jobs_u/cancel/{job_id}/{resume_id}/{signature}": (
-        "job.cancel", 409, lambda c, w: ("POST", _resume_url(c, w, "cancel"), {"json": {}})),
     # Flows are not part of Flowmill yet: no flow is ever found.
     "POST /api/w/{workspace}/jobs/run/f/{path}": ("job.run", 404, lambda c, w: ("POST", f"{wm(w)}/jobs/run/f/f/audit/none", {"json": {}})),
 }
 
-# Changes a viewer may make, so no refusal to look for: its own tokens, and firing a webhook (its
-# key is the authority, not a role).
+# Changes a viewer may make, so no refusal to look for: its own tokens, firing a webhook (its
+# key is the authority, not a role) and answering an approval link (its signature is).
 VIEWER_MAY = {"POST /api/v1/tokens", "DELETE /api/v1/tokens/{token_id}", "POST /api/users/tokens/create",
-              "POST /api/v1/webhook/{key}"}
+              "POST /api/v1/webhook/{key}", "POST /api/w/{workspace}/jobs_u/resume/{job_id}/{resume_id}/{signature}",
+              "POST /api/w/{workspace}/jobs_u/cancel/{job_id}/{resume_id}/{signature}"}
 
 
 def _operations(server: FlowmillServer) -> list[tuple[str, str, str]]:

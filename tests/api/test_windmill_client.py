@@ -220,7 +220,7 @@ def test_the_client_inside_a_script(server: FlowmillServer, admin: str) -> None:
         assert streamed == ["first part", "second", "third"]
         assert client.get(f"/api/v1/kv/flow_user_state/{job_id}.k").json()["value"] == {"v": 1}
         resumed = client.get(result["resume"]["resume"])
-    assert resumed.status_code == 409 and "this job is not waiting" in resumed.json()["error"]["message"]
+    assert resumed.status_code == 409 and "waits for nothing" in resumed.json()["error"]["message"]
 
 
 def test_the_result_stream_reaches_the_sse_stream(server: FlowmillServer, admin: str) -> None:
@@ -407,7 +407,7 @@ def test_flow_user_state_and_resume_urls(server: FlowmillServer, outside: str, m
         for url in (urls["resume"], urls["cancel"]):
             assert anonymous.get(url).status_code == 409
             answer = anonymous.post(url, json={"ok": True})
-            assert answer.status_code == 409 and "this job is not waiting" in answer.json()["error"]["message"]
+            assert answer.status_code == 409 and "waits for nothing" in answer.json()["error"]["message"]
         assert anonymous.get(urls["resume"].replace("approver=bob", "approver=eve")).status_code == 403
         base, _, query = urls["resume"].partition("?")
         forged = base[:-1] + ("0" if base[-1] != "0" else "1")

@@ -120,7 +120,7 @@ RUN_EVENTS = {200: ResponseSpec(RunEvent, generate_examples=False, media_type="t
 def job_out(job: dict[str, Any]) -> JobOut:
     waiting = job["waiting_for"]
     return JobOut(**{**job, "trigger": TriggerOut(**job["trigger"]),
-                     "waiting_for": None if waiting is None else msgspec.convert(waiting, WaitingFor)})
+                     "waiting_for": None if waiting is None else WaitingFor(**waiting)})
 
 
 def result_response(job_id: str, outcome: Outcome, status: int | None = None) -> Response[Any]:
@@ -285,5 +285,25 @@ async def resume_job(request: Request, job_id: str) -> JobOut:
     return job_out(await services.jobs.resume(actor, job_id))
 
 
+class EventIn(msgspec.Struct):
+    type: str
+    payload: Any = None
+
+
+class EventSent(msgspec.Struct):
+    """The event stored for the run: `number` among the events of its type sent to it."""
+
+    type: str
+    number: int
+
+
+@post("/jobs/{job_id:str}/events", opt={"role": "executor", "audit": "job.event", "errors": (409,)}, status_code=201)
+async def send_event(request: Request, job_id: str, data: EventIn) -> EventSent:
+    """Send a run an event: stored with its steps (buffered until the run waits for its type),
+    and the run woken if it waits for that type now (`flowmill.wait_for_event`)."""
+    services, actor = context(request)
+    return EventSent(data.type, await services.jobs.send_event(actor, job_id, data.type, data.payload))
+
+
 HANDLERS = [run_async, run_hash_async, run_wait_result, run_and_stream, list_jobs, get_job, get_result, get_logs,
-            stream_logs, cancel_job, resume_job]
+            stream_logs, cancel_job, resume_job, send_event]

@@ -1,9 +1,9 @@
 """Windmill's resume URLs: `wmill.get_resume_urls()` and the signed URLs it hands out.
 
-The URLs are real: the approval page answers what the run is doing, and resume / cancel
-check the signature. No Flowmill script can suspend yet, so they answer 409 ("this job is
-not waiting") for a genuine URL, 403 for a forged one. Like Windmill's, these three take no
-token: the signature is the authority.
+The approval page says what the run is doing; resume stores the answer (with the POST's JSON
+body as its payload) and wakes the run waiting for it; cancel refuses the approval and cancels
+the run. Like Windmill's, these take no token: the signature is the authority (403 for a
+forged one); 409 when the run is final or the approval was answered already.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Request, get, post
 
-from app.api.context import context
+from app.api.context import context, json_body
 from app.services.approvals import Approvals
 
 
@@ -21,6 +21,13 @@ class ResumeUrls(msgspec.Struct, rename="camel"):
     approval_page: str
     resume: str
     cancel: str
+
+
+class Answered(msgspec.Struct, rename="camel"):
+    """The run once the approval is answered."""
+
+    job_id: str
+    status: str
 
 
 class ApprovalStatus(msgspec.Struct):
@@ -60,39 +67,47 @@ async def approval_page(
     return ApprovalStatus(**found)
 
 
-@get("/jobs_u/resume/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_resume_get")
+async def _answer(request: Request, job_id: str, resume_id: str, signature: str, approver: str | None,
+                  approve: bool) -> Answered:
+    _, actor = context(request)
+    payload = await json_body(request) if request.method == "POST" else None
+    job = await _approvals(request).answer(actor, job_id, resume_id, signature, approver or "", approve, payload)
+    return Answered(job["id"], job["status"])
+
+
+@get("/jobs_u/resume/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_resume_get", opt={"errors": (409,)})
 async def resume_by_get(
     request: Request, workspace: str, job_id: str, resume_id: str, signature: str, approver: str | None = None
-) -> None:
-    """Resume a waiting run (a link in a message): no run waits yet, so 409."""
-    await _approvals(request).answer(workspace, job_id, resume_id, signature, approver or "", approve=True)
+) -> Answered:
+    """Approve (a link in a message): the run waiting for this approval goes on."""
+    return await _answer(request, job_id, resume_id, signature, approver, approve=True)
 
 
 # role None: public, the signature in the link is the authority.
 @post("/jobs_u/resume/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_resume_post",
-      opt={"role": None, "audit": "job.resume"})
+      opt={"role": None, "audit": "job.resume", "errors": (409,)}, status_code=200)
 async def resume_by_post(
     request: Request, workspace: str, job_id: str, resume_id: str, signature: str, approver: str | None = None
-) -> None:
-    """Resume a waiting run with a payload: no run waits yet, so 409."""
-    await _approvals(request).answer(workspace, job_id, resume_id, signature, approver or "", approve=True)
+) -> Answered:
+    """Approve with a payload (the JSON body), which the run's wait_for_approval returns."""
+    return await _answer(request, job_id, resume_id, signature, approver, approve=True)
 
 
-@get("/jobs_u/cancel/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_cancel_get")
+@get("/jobs_u/cancel/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_cancel_get", opt={"errors": (409,)})
 async def cancel_by_get(
     request: Request, workspace: str, job_id: str, resume_id: str, signature: str, approver: str | None = None
-) -> None:
-    """Refuse the approval of a waiting run: no run waits yet, so 409."""
-    await _approvals(request).answer(workspace, job_id, resume_id, signature, approver or "", approve=False)
+) -> Answered:
+    """Refuse the approval (a link in a message): the run is cancelled."""
+    return await _answer(request, job_id, resume_id, signature, approver, approve=False)
 
 
 @post("/jobs_u/cancel/{job_id:str}/{resume_id:str}/{signature:str}", name="windmill_cancel_post",
-      opt={"role": None, "audit": "job.cancel"})
+      opt={"role": None, "audit": "job.cancel", "errors": (409,)}, status_code=200)
 async def cancel_by_post(
     request: Request, workspace: str, job_id: str, resume_id: str, signature: str, approver: str | None = None
-) -> None:
-    """Refuse the approval of a waiting run: no run waits yet, so 409."""
-    await _approvals(request).answer(workspace, job_id, resume_id, signature, approver or "", approve=False)
+) -> Answered:
+    """Refuse the approval: the run is cancelled."""
+    return await _answer(request, job_id, resume_id, signature, approver, approve=False)
 
 
 HANDLERS = [resume_urls, approval_page, resume_by_get, resume_by_post, cancel_by_get, cancel_by_post]

@@ -1,7 +1,8 @@
 """The run queue: what the executor needs is copied onto each run (`job.timeout_ms`,
 `max_attempts`, `backoff_ms`, the concurrency key, limit and window, `cache_ttl_ms`); a
-WAITING run keeps when it wakes and what it waits for; checkpoints of named steps
-(`job_step`); serving processes and their heartbeats (`worker`).
+WAITING run keeps when it wakes and what it waits for; checkpoints of named steps, and the
+approvals and events a run is sent (`job_step`); serving processes and their heartbeats
+(`worker`).
 
 Raw DDL (see app/store/indexes.py): plain integer and text columns read the same on both
 backends. Runs queued or running when the program was upgraded get their script's policy.
@@ -29,9 +30,8 @@ STATEMENTS = [
     "ALTER TABLE job ADD COLUMN waiting_for TEXT",
     "CREATE INDEX job_wake ON job (status, wake_at)",
     "CREATE INDEX job_children ON job (parent_job, status)",
-    "CREATE TABLE job_step (job_id VARCHAR(36) NOT NULL, seq INTEGER NOT NULL, name VARCHAR(255) NOT NULL, "
-    "result TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (job_id, seq))",
-    "CREATE UNIQUE INDEX job_step_name ON job_step (job_id, name)",
+    "CREATE TABLE job_step (job_id VARCHAR(36) NOT NULL, name VARCHAR(255) NOT NULL, seq INTEGER NOT NULL, "
+    "result TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (job_id, name))",
     "CREATE TABLE worker (id VARCHAR(64) PRIMARY KEY, started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL)",
 ]
 
