@@ -35,6 +35,7 @@ import heapq
 import itertools
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -177,7 +178,10 @@ class Executor:
         self.timers = Timers(self.wake_due)
         self.hub = hub or LogHub()
         self.masks = masks or Masks()  # the secrets each run was given, kept out of what it leaves
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        # Unique per process start (a pid is reused; a restarted process is another worker).
+        self.worker_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.on_free: Callable[[], None] | None = None  # told when a slot is given back
+        self._owned: set[str] = set()  # queued here unclaimed, then claimed for this process by a batch
         self._waited: list[tuple[int, float, int, QueuedJob]] = []  # runs somebody waits for
         self._ready: list[tuple[int, float, int, QueuedJob]] = []  # the others
         self._seq = itertools.count()
@@ -230,6 +234,13 @@ class Executor:
         queue = self._waited if job.claimed or job.id in self._waiters else self._ready
         heapq.heappush(queue, (-job.priority, job.not_before, next(self._seq), job))
         self._pump()
+
+    def submit_claimed(self, job: QueuedJob) -> None:
+        """Queue a run this process claimed already (written RUNNING by it, `queue.claim_due`)."""
+        if self.knows(job.id):  # queued here before the claim: that entry carries it, unclaimed
+            self._owned.add(job.id)
+            return
+        self.submit(dataclasses.replace(job, claimed=True))
 
     def request_started(self) -> None:
         """One more HTTP request (called by the request middleware: it must cost nothing)."""
@@ -350,13 +361,17 @@ class Executor:
             if not task.cancelled() and task.exception() is not None:
                 log.error("the executor failed on run %s", job.id, exc_info=task.exception())
             self._pump()
+            if self.on_free is not None:
+                self.on_free()
         return done
 
     # -- work ------------------------------------------------------------------------------------
 
     async def _carry(self, job: QueuedJob) -> None:
         cancel = self._cancels.setdefault(job.id, CancelToken())
-        if not job.claimed:
+        if job.id in self._owned:
+            self._owned.discard(job.id)
+        elif not job.claimed:
             claimed = (await self.db.write(queue.claim(job.id, self.worker_id, job.attempt, now_ms())))[0]
             if claimed.rowcount == 0:  # cancelled while queued, or another process took it
                 self._settle(job.id, None)

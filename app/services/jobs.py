@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import hashlib
 import logging
-import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_m
 from app.engine.queue import FINAL, KINDS, STATUSES, NewRun
 from app.engine.forkserver import ChildJob, ForkServer
 from app.engine.logs import LogSink
+from app.engine.workers import Workers
 from app.engine.masks import Masks
 from app.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
 from app.ids import random_uuid
@@ -53,7 +53,7 @@ from app.store.base import Database, Row, Statement
 
 log = logging.getLogger("flowmill.jobs")
 MAX_ARGS_BYTES = 5 * 1024 * 1024
-POLL_S = 1.0
+ELSEWHERE_POLL_S = 0.25  # how often `wait` reads a run that another process carries
 MAX_PAGE = 200
 MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
 # Scripts run outside the queue (a route's custom auth check, which anyone may call): at most
@@ -151,8 +151,9 @@ class Jobs:
         self.executor = Executor(db, capacity=2 * settings.workers, masks=masks)
         self.executor.register("script", self.run_script)
         self.runs = self.executor.runs
+        # On PostgreSQL this process is one of several serving the database (app.engine.workers).
+        self.workers = Workers(db, self.executor) if db.dialect == "postgres" else None  # type: ignore[arg-type]
         self.cache_dir = settings.home / "cache" / "python"
-        self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
         # By script version and path: the fork server that runs it and its compiled code.
         self._prepared: dict[tuple[str, str], tuple[ForkServer, bytes | None]] = {}
@@ -166,16 +167,19 @@ class Jobs:
         """Recover interrupted runs, start the executor and queue what was waiting."""
         await self._recover()
         await self.executor.start()
-        await self._pick_up_queued()
-        if self.db.dialect == "postgres":
-            # Other processes on the same database queue runs too: look for them now and then.
-            # A run submitted by two processes is still claimed once (QUEUED -> RUNNING).
-            self._poller = asyncio.get_running_loop().create_task(self._poll_queued())
+        if self.workers is None:
+            await self._pick_up_queued()
+        else:
+            # Other processes on the same database queue runs too: they are claimed in batches
+            # as slots free, when a NOTIFY says some were queued, and at least every second.
+            await self.workers.start()
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        if self.workers is not None:
+            await self.workers.stop()
         await self.executor.stop()
+        if self.workers is not None:
+            await self.workers.leave()
 
     async def _pick_up_queued(self, limit: int | None = None, page: int = 5_000) -> None:
         """Hand the executor the QUEUED runs it does not know yet, oldest first: all of them,
@@ -192,21 +196,16 @@ class Jobs:
                 return
             after = (runs[-1].scheduled_for, runs[-1].id)
 
-    async def _poll_queued(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_S)
-            try:
-                await self._pick_up_queued(limit=200)
-            except Exception as error:  # keep polling through a passing database error
-                log.warning("polling the queue failed: %s", error)
-
     async def _recover(self) -> None:
         """RUNNING runs left by a dead process: queued again when their retries allow,
-        otherwise FAILED with the reason. Never left running."""
+        otherwise FAILED with the reason. Never left running. On SQLite, whoever ran them
+        is gone (one process owns the file): all of them, at start. On PostgreSQL, those
+        of processes that stopped heartbeating (`app.engine.workers`), now and while serving."""
+        if self.workers is not None:
+            await self.workers.join()
+            return
         statements = []
         for row in await self.runs.running():
-            if not self._orphaned(row["worker"]):
-                continue
             if row["attempt"] < row["max_attempts"]:
                 statements.append(queue.requeue_orphan(row["id"], now_ms()))
             else:
@@ -215,20 +214,6 @@ class Jobs:
                     now_ms()))
         if statements:
             await self.db.write(*statements)
-
-    def _orphaned(self, worker: str) -> bool:
-        if self.db.dialect == "sqlite":
-            return True  # one process owns a SQLite database: whoever ran it is gone
-        host, _, pid = worker.rpartition(":")
-        if host != self.executor.worker_id.rpartition(":")[0]:
-            return False  # another machine's run: its own process recovers it
-        try:
-            os.kill(int(pid), 0)
-        except (ValueError, ProcessLookupError):
-            return True
-        except PermissionError:
-            return False
-        return int(pid) == os.getpid()
 
     # -- starting runs ---------------------------------------------------------------------------------
 
@@ -302,7 +287,8 @@ class Jobs:
         args_text, refs = await self._arguments(actor, version, args, text, refs, event)
         job_id = random_uuid()
         at = scheduled_for or now_ms()
-        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs))
+        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs),
+                            *queue.announce(self.db.dialect))
         self.started[trigger.kind] += 1
         self.submit(job_id, actor.workspace, version, at, parent)
         return job_id
@@ -348,20 +334,26 @@ class Jobs:
 
     async def wait(self, workspace: str, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """The job once it is final (or as it is when `timeout_s` runs out)."""
-        job = await self.get(workspace, job_id)
-        if job["status"] in FINAL:
-            return job
-        done = self.executor.watch(job_id)
-        try:
-            # Re-read after watching: it may have finished in between.
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
             job = await self.get(workspace, job_id)
-            if job["status"] not in FINAL:
-                await asyncio.wait_for(asyncio.shield(done), timeout_s)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            self.executor.unwatch(job_id, done)
-        return await self.get(workspace, job_id)
+            left = None if deadline is None else deadline - loop.time()
+            if job["status"] in FINAL or (left is not None and left <= 0):
+                return job
+            done = self.executor.watch(job_id)
+            try:
+                # Re-read after watching: it may have finished in between.
+                job = await self.get(workspace, job_id)
+                if job["status"] in FINAL:
+                    return job
+                if not self.executor.knows(job_id):  # carried by another process (PostgreSQL): read again soon
+                    left = ELSEWHERE_POLL_S if left is None else min(left, ELSEWHERE_POLL_S)
+                await asyncio.wait_for(asyncio.shield(done), left)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.executor.unwatch(job_id, done)
 
     async def cancel(self, actor: Actor, job_id: str, reason: str = "") -> dict[str, Any]:
         """Cancel a run that nothing carries (queued, waiting, paused) at once, or kill a
@@ -370,9 +362,11 @@ class Jobs:
         reason = reason or f"cancelled by {actor.username}"
         error = msgspec.json.encode({"name": "Cancelled", "message": reason}).decode()
         now = now_ms()
+        # On PostgreSQL the processes carrying the run or its descendants are told with the
+        # commit (NOTIFY); `cancel_requested` is what they read should the notification be lost.
         results = await self.db.write(
             queue.cancel_idle(job_id, error, now), queue.cancel_idle_descendants(job_id, error, now),
-            queue.request_cancel_descendants(job_id),
+            queue.request_cancel_descendants(job_id), *queue.announce_cancel(job_id, reason, self.db.dialect),
         )
         matched = results[0].rowcount
         if matched:
@@ -380,7 +374,8 @@ class Jobs:
             self.executor.hub.publish(job_id, False)
         else:
             # Running, or claimed between our read and the update above: ask whoever runs it to stop.
-            matched = (await self.db.write(queue.request_cancel(job_id)))[0].rowcount
+            matched = (await self.db.write(queue.request_cancel(job_id),
+                                           *queue.announce_cancel(job_id, reason, self.db.dialect)))[0].rowcount
             self.executor.cancel(job_id, reason)
         if results[2].rowcount:
             for descendant in await self.runs.running_descendants(job_id):
