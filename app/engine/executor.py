@@ -369,13 +369,14 @@ class Executor:
 
     async def _carry(self, job: QueuedJob) -> None:
         cancel = self._cancels.setdefault(job.id, CancelToken())
-        if job.id in self._owned:
-            self._owned.discard(job.id)
-        elif not job.claimed:
+        if not job.claimed and job.id not in self._owned:
             claimed = (await self.db.write(queue.claim(job.id, self.worker_id, job.attempt, now_ms())))[0]
-            if claimed.rowcount == 0:  # cancelled while queued, or another process took it
+            # Not taken: cancelled while queued, or another process took it (or, just now, a
+            # batch claim of this one: `submit_claimed`).
+            if claimed.rowcount == 0 and job.id not in self._owned:
                 self._settle(job.id, None)
                 return
+        self._owned.discard(job.id)
         secrets = self.masks.of(job.id)
         sink = LogSink(job.id, self.hub, self.db, secrets)
         if cancel.is_set():
