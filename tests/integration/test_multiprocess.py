@@ -228,3 +228,36 @@ def test_10000_queued_runs_are_each_run_exactly_once_across_two(cluster: list[Fl
             assert api.get("/readyz").status_code == 200
         print(f"\n{count} runs queued in {insert_s:.1f} s and carried in {elapsed:.1f} s "
               f"({count / elapsed:.0f} runs/s): each exactly once (job table and ledger); by process {by_worker}")
+
+
+def test_a_path_belongs_to_one_workspace_whichever_process_takes_it(cluster: list[FlowmillServer]) -> None:
+    """Two workspaces claim overlapping paths at the same moment through two processes (a
+    parameter against a literal, two methods: only the overlap check, not the unique index,
+    tells them apart): each time exactly one gets it."""
+    import threading
+
+    first, second, token = _start_pair(cluster)
+    with first.client(token) as api:
+        assert api.post("/api/v1/workspaces", json={"id": "other", "name": "Other"}).status_code == 201
+    rounds = 20
+    answers: list[tuple[int, int]] = []
+    for n in range(rounds):
+        barrier = threading.Barrier(2)
+        got: dict[str, int] = {}
+
+        def create(server: FlowmillServer, prefix: str, path: str, method: str) -> None:
+            with server.client(token) as api:
+                barrier.wait()
+                got[prefix] = api.post(f"/api/v1{prefix}/routes", json={
+                    "path": path, "method": method, "runnable": {"kind": "script", "path": "f/mp/x"}}).status_code
+
+        threads = [threading.Thread(target=create, args=(first, "", f"mp/r{n}/:id", "GET")),
+                   threading.Thread(target=create, args=(second, "/w/other", f"mp/r{n}/x", "POST"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        answers.append((got[""], got["/w/other"]))
+    assert all(sorted(pair) == [201, 409] for pair in answers), answers
+    owners = first.query("SELECT split_part(path, '/', 2), count(DISTINCT workspace_id) FROM route GROUP BY 1")
+    assert len(owners) == rounds and all(count == 1 for _, count in owners), owners
