@@ -53,7 +53,6 @@ from app.store.base import Database, Row, Statement
 
 log = logging.getLogger("flowmill.jobs")
 MAX_ARGS_BYTES = 5 * 1024 * 1024
-ELSEWHERE_POLL_S = 0.25  # how often `wait` reads a run that another process carries
 MAX_PAGE = 200
 MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
 # Scripts run outside the queue (a route's custom auth check, which anyone may call): at most
@@ -334,26 +333,20 @@ class Jobs:
 
     async def wait(self, workspace: str, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """The job once it is final (or as it is when `timeout_s` runs out)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
-        while True:
+        job = await self.get(workspace, job_id)
+        if job["status"] in FINAL:
+            return job
+        done = self.executor.watch(job_id)
+        try:
+            # Re-read after watching: it may have finished in between.
             job = await self.get(workspace, job_id)
-            left = None if deadline is None else deadline - loop.time()
-            if job["status"] in FINAL or (left is not None and left <= 0):
-                return job
-            done = self.executor.watch(job_id)
-            try:
-                # Re-read after watching: it may have finished in between.
-                job = await self.get(workspace, job_id)
-                if job["status"] in FINAL:
-                    return job
-                if not self.executor.knows(job_id):  # carried by another process (PostgreSQL): read again soon
-                    left = ELSEWHERE_POLL_S if left is None else min(left, ELSEWHERE_POLL_S)
-                await asyncio.wait_for(asyncio.shield(done), left)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                self.executor.unwatch(job_id, done)
+            if job["status"] not in FINAL:
+                await asyncio.wait_for(asyncio.shield(done), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.executor.unwatch(job_id, done)
+        return await self.get(workspace, job_id)
 
     async def cancel(self, actor: Actor, job_id: str, reason: str = "") -> dict[str, Any]:
         """Cancel a run that nothing carries (queued, waiting, paused) at once, or kill a

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 
 import pytest
 
 from app.engine import queue
-from app.engine.executor import now_ms
-from app.engine.queue import NewRun, Policy
+from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
+from app.engine.logs import LogSink
+from app.engine.queue import NewRun, Policy, Wait
+from app.engine.workers import Workers, lost_error
 from app.store.postgres import PostgresDatabase
 from tests.unit.test_store import run_with_settings
 
@@ -162,3 +165,53 @@ def test_notifications_reach_the_listeners_of_the_same_schema(pg: str) -> None:
         assert heard == [("cancel", "r stop it"), ("queue", "")]
 
     run_with_settings(pg, scenario)
+
+
+def test_a_live_process_takes_over_what_a_dead_one_left_waiting_and_running(pg: str) -> None:
+    """Through `Workers` and a real executor: the dead process's child run is FAILED
+    WorkerLost and its waiting parent woken and carried here; a timer it set, overdue, is
+    woken and carried here; a run queued by nobody here is claimed at once on its NOTIFY."""
+    async def scenario(settings, db) -> None:  # type: ignore[no-untyped-def]
+        now = now_ms()
+        await db.write(queue.register_worker("dead", now - 60_000),
+                       queue.insert(_run("parent", "RUNNING", "dead")), queue.insert(_run("timer", "RUNNING", "dead")))
+        await db.write(queue.suspend("parent", "WAITING", Wait(children="all")),
+                       queue.suspend("timer", "WAITING", Wait(until_ms=now - 5_000)))
+        await db.write(queue.insert(dataclasses.replace(_run("child", "RUNNING", "dead"), parent="parent")))
+        executor = Executor(db, capacity=4)
+        turns: collections.Counter[str] = collections.Counter()
+
+        async def runner(job: QueuedJob, sink: LogSink, cancel: CancelToken) -> Outcome:
+            turns[job.id] += 1
+            return Outcome("SUCCESS", result="1")
+
+        executor.register("task", runner)
+        workers = Workers(db, executor)
+        await workers.join()  # recovers the dead process's runs
+        # The timer was set by the dead process: not in this one's heap (`Executor.start` reads
+        # them all, so empty it here), the poll wakes it.
+        assert await db.fetchval("SELECT error FROM job WHERE id = 'child'") == lost_error()
+        await executor.start()
+        executor.timers.stop()
+        await workers.start()
+        try:
+            await db.write(queue.insert(_run("fresh")), *queue.announce("postgres"))
+
+            async def done() -> bool:
+                rows = dict(await db.fetch("SELECT id, status FROM job"))
+                return all(rows[job_id] == "SUCCESS" for job_id in ("parent", "timer", "fresh"))
+
+            deadline = asyncio.get_running_loop().time() + 5
+            while not await done():
+                assert asyncio.get_running_loop().time() < deadline, dict(await db.fetch("SELECT id, status FROM job"))
+                await asyncio.sleep(0.05)
+            assert turns == {"parent": 1, "timer": 1, "fresh": 1}
+            assert await db.fetchval("SELECT count(*) FROM worker WHERE id = 'dead'") == 0
+        finally:
+            await workers.stop()
+            await executor.stop()
+            await workers.leave()
+        assert await db.fetchval("SELECT count(*) FROM worker") == 0
+
+    run_with_settings(pg, scenario)
+
