@@ -399,7 +399,8 @@ class Executor:
             delay = job.backoff_s * (2 ** (job.attempt - 1))
             sink.note(f"attempt {job.attempt} ended {outcome.status}; retrying in {delay:g} s")
             statements = await sink.take_pending()
-            statements.append(queue.retry(job.id, job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error)))
+            statements.append(queue.retry(job.id, job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error),
+                                          self.worker_id))
             await self.db.write(*statements)
             self.submit(dataclasses.replace(job, attempt=job.attempt + 1, not_before=time.time() + delay, claimed=False))
             return
@@ -413,11 +414,16 @@ class Executor:
         self.masks.forget(job.id)
         statements = await sink.take_pending()
         now = now_ms()
-        statements.append(queue.finish(job.id, outcome.status, outcome.result, _json(outcome.error), now, outcome.args))
+        finish = queue.finish(job.id, outcome.status, outcome.result, _json(outcome.error), now, outcome.args,
+                              self.worker_id)
+        statements.append(finish)
         if job.parent is not None:  # a parent waiting for its children wakes in the same commit
             statements = [*queue.lock_parent(job.parent, self.db.dialect), *statements,
                           queue.wake_parent(job.parent, now)]
         results = await self.db.write(*statements)
+        if not results[statements.index(finish)].rowcount:
+            log.warning("run %s was recovered by another process while this one carried it (taken for dead): "
+                        "its outcome here, %s, is not recorded", job.id, outcome.status)
         self._settle(job.id, outcome)
         if job.parent is not None and results[-1].rowcount:
             await self._submit_woken([job.parent])

@@ -150,27 +150,36 @@ def claim(job_id: str, worker: str, attempt: int, now: int) -> Statement:
     )
 
 
-def retry(job_id: str, attempt: int, at_ms: int, error: str | None) -> Statement:
-    """A failed attempt queued again for its next attempt at `at_ms`."""
-    return Statement(
-        "UPDATE job SET status = 'QUEUED', attempt = $1, scheduled_for = $2, error = $3 WHERE id = $4",
-        (attempt, at_ms, error, job_id),
-    )
+# Written by the process carrying the run, only while it still does: a process taken for dead
+# (silent past DEAD_AFTER_S, app/engine/workers.py) whose run was recovered by another never
+# writes its outcome over what the run became. '' is a run inserted RUNNING by no worker.
+_STILL_CARRIED = " AND status = 'RUNNING' AND worker IN ($%d, '')"
 
 
-def finish(job_id: str, status: str, result: str | None, error: str | None, now: int, args: str | None = None) -> Statement:
-    """A run's final status (and, when a preprocessor made them, the arguments main got)."""
+def retry(job_id: str, attempt: int, at_ms: int, error: str | None, worker: str | None = None) -> Statement:
+    """A failed attempt queued again for its next attempt at `at_ms` (by `worker`, if it still
+    carries the run)."""
+    sql = "UPDATE job SET status = 'QUEUED', attempt = $1, scheduled_for = $2, error = $3 WHERE id = $4"
+    if worker is None:
+        return Statement(sql, (attempt, at_ms, error, job_id))
+    return Statement(sql + _STILL_CARRIED % 5, (attempt, at_ms, error, job_id, worker))
+
+
+def finish(job_id: str, status: str, result: str | None, error: str | None, now: int, args: str | None = None,
+           worker: str | None = None) -> Statement:
+    """A run's final status (and, when a preprocessor made them, the arguments main got); by
+    `worker`, if it still carries the run (rowcount 0 otherwise)."""
     if args is None:
-        return Statement(
-            "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, wake_at = NULL, waiting_for = NULL "
-            "WHERE id = $5",
-            (status, result, error, now, job_id),
-        )
-    return Statement(
-        "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, args = $5, wake_at = NULL, "
-        "waiting_for = NULL WHERE id = $6",
-        (status, result, error, now, args, job_id),
-    )
+        sql = ("UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, wake_at = NULL, waiting_for = NULL "
+               "WHERE id = $5")
+        values: tuple[Any, ...] = (status, result, error, now, job_id)
+    else:
+        sql = ("UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, args = $5, wake_at = NULL, "
+               "waiting_for = NULL WHERE id = $6")
+        values = (status, result, error, now, args, job_id)
+    if worker is None:
+        return Statement(sql, values)
+    return Statement(sql + _STILL_CARRIED % (len(values) + 1), (*values, worker))
 
 
 def suspend(job_id: str, status: str, wait: Wait | None) -> Statement:

@@ -261,3 +261,31 @@ def test_a_path_belongs_to_one_workspace_whichever_process_takes_it(cluster: lis
     assert all(sorted(pair) == [201, 409] for pair in answers), answers
     owners = first.query("SELECT split_part(path, '/', 2), count(DISTINCT workspace_id) FROM route GROUP BY 1")
     assert len(owners) == rounds and all(count == 1 for _, count in owners), owners
+
+
+def test_a_process_taken_for_dead_does_not_write_over_what_its_run_became(cluster: list[FlowmillServer]) -> None:
+    """SIGSTOP past DEAD_AFTER_S: the other process recovers its run (FAILED WorkerLost); woken
+    again, the stalled one finds it was taken for dead, and its run's outcome is not recorded."""
+    import os
+    import signal
+
+    stalled = FlowmillServer("postgres")
+    cluster.append(stalled)
+    stalled.start()
+    token = stalled.admin_token()
+    _save(stalled, token, "f/mp/short", "import time\ndef main():\n    time.sleep(16)\n    return 'late'\n")
+    job_id = _start_run(stalled, token, "f/mp/short")
+    wait_for(lambda: _carrier(stalled, job_id), 15, "the run starting")
+    other = _second(stalled)
+    cluster.append(other)
+    other.start()
+    os.kill(stalled.process.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        wait_for(lambda: _status(other, job_id) == "FAILED", DEAD_AFTER_S + HEARTBEAT_S + 3, "the recovery")
+    finally:
+        os.kill(stalled.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
+    wait_for(lambda: "its outcome here, SUCCESS, is not recorded" in stalled.output(), 20, "the stalled run ending")
+    assert "was taken for dead" in stalled.output()
+    status, error = other.query("SELECT status, error FROM job WHERE id = $1", job_id)[0]
+    assert status == "FAILED" and "WorkerLost" in error
+    wait_for(lambda: other.count("worker") == 2, 5, "the stalled process registered again")

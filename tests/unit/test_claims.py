@@ -123,7 +123,13 @@ def test_a_dead_process_is_recovered_once_whoever_tries(pg: str) -> None:
         recovered = (await db.write(queue.recover_unregistered(now - 10_000, now, '{"name":"WorkerLost"}')))[0].rows
         assert [(row["id"], row["status"]) for row in recovered] == [("old", "FAILED")]
         assert rows["young"]["status"] == "RUNNING"
-        # The dead process comes back: its heartbeat says it was taken for dead.
+        # The dead process comes back: its outcomes are not written over what its runs became...
+        late = await db.write(queue.finish("spent", "SUCCESS", "1", None, now_ms(), worker="dead"),
+                              queue.retry("retried", 3, now_ms(), None, worker="dead"))
+        assert [result.rowcount for result in late] == [0, 0]
+        assert await db.fetchval("SELECT status FROM job WHERE id = 'spent'") == "FAILED"
+        assert (await db.write(queue.finish("theirs", "SUCCESS", "1", None, now_ms(), worker="alive")))[0].rowcount == 1
+        # ...and its heartbeat says it was taken for dead.
         assert (await db.write(queue.heartbeat("dead", now_ms())))[0].rowcount == 0
         assert (await db.write(queue.heartbeat("alive", now_ms())))[0].rowcount == 1
 
