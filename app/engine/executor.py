@@ -35,6 +35,7 @@ import heapq
 import itertools
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -180,7 +181,10 @@ class Executor:
         self.timers = Timers(self.wake_due)
         self.hub = hub or LogHub()
         self.masks = masks or Masks()  # the secrets each run was given, kept out of what it leaves
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        # Unique per process start (a pid is reused; a restarted process is another worker).
+        self.worker_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.on_free: Callable[[], None] | None = None  # told when a slot is given back
+        self._owned: set[str] = set()  # queued here unclaimed, then claimed for this process by a batch
         self._waited: list[tuple[int, float, int, QueuedJob]] = []  # runs somebody waits for
         self._ready: list[tuple[int, float, int, QueuedJob]] = []  # the others
         self._seq = itertools.count()
@@ -233,6 +237,13 @@ class Executor:
         queue = self._waited if job.claimed or job.id in self._waiters else self._ready
         heapq.heappush(queue, (-job.priority, job.not_before, next(self._seq), job))
         self._pump()
+
+    def submit_claimed(self, job: QueuedJob) -> None:
+        """Queue a run this process claimed already (written RUNNING by it, `queue.claim_due`)."""
+        if self.knows(job.id):  # queued here before the claim: that entry carries it, unclaimed
+            self._owned.add(job.id)
+            return
+        self.submit(dataclasses.replace(job, claimed=True))
 
     def request_started(self) -> None:
         """One more HTTP request (called by the request middleware: it must cost nothing)."""
@@ -354,17 +365,22 @@ class Executor:
             if not task.cancelled() and task.exception() is not None:
                 log.error("the executor failed on run %s", job.id, exc_info=task.exception())
             self._pump()
+            if self.on_free is not None:
+                self.on_free()
         return done
 
     # -- work ------------------------------------------------------------------------------------
 
     async def _carry(self, job: QueuedJob) -> None:
         cancel = self._cancels.setdefault(job.id, CancelToken())
-        if not job.claimed:
+        if not job.claimed and job.id not in self._owned:
             claimed = (await self.db.write(queue.claim(job.id, self.worker_id, job.attempt, now_ms())))[0]
-            if claimed.rowcount == 0:  # cancelled while queued, or another process took it
+            # Not taken: cancelled while queued, or another process took it (or, just now, a
+            # batch claim of this one: `submit_claimed`).
+            if claimed.rowcount == 0 and job.id not in self._owned:
                 self._settle(job.id, None)
                 return
+        self._owned.discard(job.id)
         secrets = self.masks.of(job.id)
         sink = LogSink(job.id, self.hub, self.db, secrets)
         if cancel.is_set():
@@ -387,7 +403,8 @@ class Executor:
             delay = job.backoff_s * (2 ** (job.attempt - 1))
             sink.note(f"attempt {job.attempt} ended {outcome.status}; retrying in {delay:g} s")
             statements = await sink.take_pending()
-            statements.append(queue.retry(job.id, job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error)))
+            statements.append(queue.retry(job.id, job.attempt + 1, int((time.time() + delay) * 1000), _json(outcome.error),
+                                          self.worker_id))
             await self.db.write(*statements)
             self.submit(dataclasses.replace(job, attempt=job.attempt + 1, not_before=time.time() + delay, claimed=False))
             return
@@ -401,11 +418,16 @@ class Executor:
         self.masks.forget(job.id)
         statements = await sink.take_pending()
         now = now_ms()
-        statements.append(queue.finish(job.id, outcome.status, outcome.result, _json(outcome.error), now, outcome.args))
+        finish = queue.finish(job.id, outcome.status, outcome.result, _json(outcome.error), now, outcome.args,
+                              self.worker_id)
+        statements.append(finish)
         if job.parent is not None:  # a parent waiting for its children wakes in the same commit
             statements = [*queue.lock_parent(job.parent, self.db.dialect), *statements,
                           queue.wake_parent(job.parent, now)]
         results = await self.db.write(*statements)
+        if not results[statements.index(finish)].rowcount:
+            log.warning("run %s was recovered by another process while this one carried it (taken for dead): "
+                        "its outcome here, %s, is not recorded", job.id, outcome.status)
         self._settle(job.id, outcome)
         if job.parent is not None and results[-1].rowcount:
             await self.submit_woken([job.parent])

@@ -151,27 +151,36 @@ def claim(job_id: str, worker: str, attempt: int, now: int) -> Statement:
     )
 
 
-def retry(job_id: str, attempt: int, at_ms: int, error: str | None) -> Statement:
-    """A failed attempt queued again for its next attempt at `at_ms`."""
-    return Statement(
-        "UPDATE job SET status = 'QUEUED', attempt = $1, scheduled_for = $2, error = $3 WHERE id = $4",
-        (attempt, at_ms, error, job_id),
-    )
+# Written by the process carrying the run, only while it still does: a process taken for dead
+# (silent past DEAD_AFTER_S, app/engine/workers.py) whose run was recovered by another never
+# writes its outcome over what the run became. '' is a run inserted RUNNING by no worker.
+_STILL_CARRIED = " AND status = 'RUNNING' AND worker IN ($%d, '')"
 
 
-def finish(job_id: str, status: str, result: str | None, error: str | None, now: int, args: str | None = None) -> Statement:
-    """A run's final status (and, when a preprocessor made them, the arguments main got)."""
+def retry(job_id: str, attempt: int, at_ms: int, error: str | None, worker: str | None = None) -> Statement:
+    """A failed attempt queued again for its next attempt at `at_ms` (by `worker`, if it still
+    carries the run)."""
+    sql = "UPDATE job SET status = 'QUEUED', attempt = $1, scheduled_for = $2, error = $3 WHERE id = $4"
+    if worker is None:
+        return Statement(sql, (attempt, at_ms, error, job_id))
+    return Statement(sql + _STILL_CARRIED % 5, (attempt, at_ms, error, job_id, worker))
+
+
+def finish(job_id: str, status: str, result: str | None, error: str | None, now: int, args: str | None = None,
+           worker: str | None = None) -> Statement:
+    """A run's final status (and, when a preprocessor made them, the arguments main got); by
+    `worker`, if it still carries the run (rowcount 0 otherwise)."""
     if args is None:
-        return Statement(
-            "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, wake_at = NULL, waiting_for = NULL "
-            "WHERE id = $5",
-            (status, result, error, now, job_id),
-        )
-    return Statement(
-        "UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, args = $5, wake_at = NULL, "
-        "waiting_for = NULL WHERE id = $6",
-        (status, result, error, now, args, job_id),
-    )
+        sql = ("UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, wake_at = NULL, waiting_for = NULL "
+               "WHERE id = $5")
+        values: tuple[Any, ...] = (status, result, error, now, job_id)
+    else:
+        sql = ("UPDATE job SET status = $1, result = $2, error = $3, finished_at = $4, args = $5, wake_at = NULL, "
+               "waiting_for = NULL WHERE id = $6")
+        values = (status, result, error, now, args, job_id)
+    if worker is None:
+        return Statement(sql, values)
+    return Statement(sql + _STILL_CARRIED % (len(values) + 1), (*values, worker))
 
 
 def suspend(job_id: str, status: str, wait: Wait | None) -> Statement:
@@ -278,6 +287,135 @@ def fail_orphan(job_id: str, error: str, now: int) -> Statement:
     )
 
 
+# -- several processes on one PostgreSQL database (app/engine/workers.py) ----------------------------
+
+QUEUE_CHANNEL = "flowmill_queue"  # NOTIFYed with the commit of runs QUEUED: idle processes claim them
+CANCEL_CHANNEL = "flowmill_cancel"  # NOTIFYed with `<run id> <reason>`: whoever carries the run stops it
+
+
+def channel(name: str, schema: str) -> str:
+    """A channel of one schema: processes serving another schema of the same database (side by
+    side installs, tests) never hear it. What `_channel_sql` computes in the database."""
+    return f"{name}.{schema}"[:63]
+
+
+def _channel_sql(name: str) -> str:
+    return f"left('{name}.' || current_schema(), 63)"
+
+
+def announce(dialect: str) -> list[Statement]:
+    """PostgreSQL: written with runs QUEUED, so that idle processes claim them at once rather
+    than at their next poll (a NOTIFY is delivered when its transaction commits, and one
+    transaction's identical ones once). SQLite has one process: nobody to tell."""
+    if dialect != "postgres":
+        return []
+    return [Statement(f"SELECT pg_notify({_channel_sql(QUEUE_CHANNEL)}, '')")]
+
+
+def announce_cancel(job_id: str, reason: str, dialect: str) -> list[Statement]:
+    """PostgreSQL: written after `request_cancel` of a run (and of its descendants): the
+    processes carrying any of them are told, with the reason, when the cancel commits."""
+    if dialect != "postgres":
+        return []
+    return [Statement(
+        f"SELECT pg_notify({_channel_sql(CANCEL_CHANNEL)}, id || ' ' || $2) FROM job "
+        "WHERE (id = $1 OR root_job = $1) AND status = 'RUNNING' AND cancel_requested = 1",
+        (job_id, reason[:1000]),
+    )]
+
+
+def claim_due(worker: str, now: int, limit: int, dialect: str) -> Statement:
+    """QUEUED runs due by `now`, at most `limit`, highest priority then oldest first, taken by
+    `worker` in one statement (RETURNING what the executor schedules them by). On PostgreSQL
+    rows another process is claiming are skipped, not waited for (`FOR UPDATE SKIP LOCKED`):
+    concurrent claimers each get other runs, and a run is claimed once. The rows to take are
+    picked in a MATERIALIZED CTE: as `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` the
+    planner may run the subquery again per row and take far more than `n` (measured: all)."""
+    pick = (
+        "SELECT id FROM job WHERE status = 'QUEUED' AND scheduled_for <= $1 "
+        f"ORDER BY priority DESC, scheduled_for LIMIT {int(limit)}"
+    )
+    if dialect == "postgres":
+        pick += " FOR UPDATE SKIP LOCKED"
+    returning = ", ".join(f"job.{column.strip()}" for column in _SCHEDULE_COLUMNS.split(","))
+    return Statement(
+        f"WITH picked AS MATERIALIZED ({pick}) "
+        "UPDATE job SET status = 'RUNNING', started_at = $1, worker = $2, wake_at = NULL, waiting_for = NULL "
+        f"FROM picked WHERE job.id = picked.id AND job.status = 'QUEUED' RETURNING {returning}",
+        (now, worker),
+    )
+
+
+def wake_overdue(before: int, now: int) -> Statement:
+    """WAITING runs whose timer was due before `before`: back to QUEUED, to be claimed by any
+    process (the process that set a timer wakes it on time; this is for those of a process
+    that is gone, or missed it)."""
+    return Statement(
+        "UPDATE job SET status = 'QUEUED', scheduled_for = $1, wake_at = NULL "
+        "WHERE status = 'WAITING' AND wake_at IS NOT NULL AND wake_at < $2",
+        (now, before),
+    )
+
+
+def register_worker(worker: str, now: int) -> Statement:
+    """A serving process, with its first heartbeat."""
+    return Statement(
+        "INSERT INTO worker (id, started_at, heartbeat_at) VALUES ($1, $2, $2) "
+        "ON CONFLICT (id) DO UPDATE SET heartbeat_at = $2",
+        (worker, now),
+    )
+
+
+def heartbeat(worker: str, now: int) -> Statement:
+    """A process is alive (rowcount 0: it was declared dead and its runs recovered)."""
+    return Statement("UPDATE worker SET heartbeat_at = $1 WHERE id = $2", (now, worker))
+
+
+def unregister_worker(worker: str) -> Statement:
+    """A process that stopped cleanly (its runs recorded first)."""
+    return Statement("DELETE FROM worker WHERE id = $1", (worker,))
+
+
+# What a RUNNING run whose process is gone becomes: CANCELLED if a cancel was asked for, QUEUED
+# for its next attempt when its policy allows one, else FAILED with the reason ($2).
+_RECOVERED = (
+    "status = CASE WHEN cancel_requested = 1 THEN 'CANCELLED' WHEN attempt < max_attempts THEN 'QUEUED' "
+    "ELSE 'FAILED' END, "
+    "error = CASE WHEN cancel_requested = 1 THEN $3 WHEN attempt < max_attempts THEN error ELSE $2 END, "
+    "finished_at = CASE WHEN cancel_requested = 1 OR attempt >= max_attempts THEN $1::BIGINT ELSE NULL END, "
+    "scheduled_for = CASE WHEN cancel_requested = 1 OR attempt >= max_attempts THEN scheduled_for ELSE $1 END, "
+    "attempt = CASE WHEN cancel_requested = 1 OR attempt >= max_attempts THEN attempt ELSE attempt + 1 END, "
+    "cancel_requested = 0, worker = ''"
+)
+_CANCELLED_LOST = '{"name":"Cancelled","message":"cancelled; the process carrying it stopped"}'
+
+
+def recover_dead_worker(worker: str, dead_before: int, now: int, error: str) -> Statement:
+    """PostgreSQL: the RUNNING runs of `worker`, whose last heartbeat is older than
+    `dead_before`, recovered (see `_RECOVERED`) in the statement that deletes its row. The
+    DELETE is the guard: of two processes recovering it at once, the second finds the row
+    gone (or, if it heartbeat meanwhile, too young) and recovers nothing. RETURNING the runs
+    and what they became."""
+    return Statement(
+        "WITH dead AS (DELETE FROM worker WHERE id = $4 AND heartbeat_at < $5 RETURNING id) "
+        f"UPDATE job SET {_RECOVERED} WHERE status = 'RUNNING' AND worker IN (SELECT id FROM dead) "
+        "RETURNING id, status, parent_job",
+        (now, error, _CANCELLED_LOST, worker, dead_before),
+    )
+
+
+def recover_unregistered(started_before: int, now: int, error: str) -> Statement:
+    """PostgreSQL: RUNNING runs started before `started_before` by a process that has no row
+    in `worker` (one of a version before heartbeats, or whose row is gone), recovered as
+    `recover_dead_worker` does. Every live process registers before it claims or inserts a
+    run, so a run whose carrier has no row and that is that old has no carrier."""
+    return Statement(
+        f"UPDATE job SET {_RECOVERED} WHERE status = 'RUNNING' AND started_at < $4 "
+        "AND NOT EXISTS (SELECT 1 FROM worker w WHERE w.id = job.worker) RETURNING id, status, parent_job",
+        (now, error, _CANCELLED_LOST, started_before),
+    )
+
+
 def insert_lines(job_id: str, lines: list[tuple[int, str, str]]) -> Statement:
     """One multi-row INSERT of (ts ms, stream, line) rows."""
     values = ", ".join(f"(${i * 4 + 1}, ${i * 4 + 2}, ${i * 4 + 3}, ${i * 4 + 4})" for i in range(len(lines)))
@@ -376,6 +514,18 @@ class RunQueue:
     async def running(self) -> list[Row]:
         """RUNNING runs: their id, who carries them, their attempt and how many they may have."""
         return await self.db.fetch("SELECT id, worker, attempt, max_attempts FROM job WHERE status = 'RUNNING'")
+
+    async def cancel_requested(self, worker: str) -> list[str]:
+        """RUNNING runs carried by `worker` that somebody asked to stop (the durable form of
+        a cancel notification, read in case one was lost)."""
+        rows = await self.db.fetch(
+            "SELECT id FROM job WHERE worker = $1 AND status = 'RUNNING' AND cancel_requested = 1", worker)
+        return [row["id"] for row in rows]
+
+    async def dead_workers(self, before: int) -> list[str]:
+        """Processes whose last heartbeat is older than `before`."""
+        rows = await self.db.fetch("SELECT id FROM worker WHERE heartbeat_at < $1", before)
+        return [row["id"] for row in rows]
 
     async def timers(self) -> list[tuple[int, str]]:
         """(wake_at, id) of the WAITING runs with a timer."""

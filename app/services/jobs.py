@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Collection
 from pathlib import Path
@@ -37,6 +36,7 @@ from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_m
 from app.engine.queue import FINAL, KINDS, STATUSES, NewRun, Wait
 from app.engine.forkserver import ChildJob, ForkServer
 from app.engine.logs import LogSink
+from app.engine.workers import Workers
 from app.engine.masks import Masks
 from app.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
 from app.ids import random_uuid
@@ -55,7 +55,6 @@ from app.store.base import Database, Row, Statement
 log = logging.getLogger("flowmill.jobs")
 MAX_ARGS_BYTES = 5 * 1024 * 1024
 EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")  # as app.runtimes.python.steps.NAME
-POLL_S = 1.0
 MAX_PAGE = 200
 MAX_PREPARED = 4096  # script versions whose compiled code is kept in memory
 # Scripts run outside the queue (a route's custom auth check, which anyone may call): at most
@@ -168,8 +167,9 @@ class Jobs:
         self.executor = Executor(db, capacity=2 * settings.workers, masks=masks)
         self.executor.register("script", self.run_script)
         self.runs = self.executor.runs
+        # On PostgreSQL this process is one of several serving the database (app.engine.workers).
+        self.workers = Workers(db, self.executor) if db.dialect == "postgres" else None  # type: ignore[arg-type]
         self.cache_dir = settings.home / "cache" / "python"
-        self._poller: asyncio.Task[None] | None = None
         self._requirements: dict[str, list[str]] = {}  # by script version: read once, not per run
         # By script version and path: the fork server that runs it and its compiled code.
         self._prepared: dict[tuple[str, str], tuple[ForkServer, bytes | None]] = {}
@@ -183,16 +183,19 @@ class Jobs:
         """Recover interrupted runs, start the executor and queue what was waiting."""
         await self._recover()
         await self.executor.start()
-        await self._pick_up_queued()
-        if self.db.dialect == "postgres":
-            # Other processes on the same database queue runs too: look for them now and then.
-            # A run submitted by two processes is still claimed once (QUEUED -> RUNNING).
-            self._poller = asyncio.get_running_loop().create_task(self._poll_queued())
+        if self.workers is None:
+            await self._pick_up_queued()
+        else:
+            # Other processes on the same database queue runs too: they are claimed in batches
+            # as slots free, when a NOTIFY says some were queued, and at least every second.
+            await self.workers.start()
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        if self.workers is not None:
+            await self.workers.stop()
         await self.executor.stop()
+        if self.workers is not None:
+            await self.workers.leave()
 
     async def _pick_up_queued(self, limit: int | None = None, page: int = 5_000) -> None:
         """Hand the executor the QUEUED runs it does not know yet, oldest first: all of them,
@@ -209,21 +212,16 @@ class Jobs:
                 return
             after = (runs[-1].scheduled_for, runs[-1].id)
 
-    async def _poll_queued(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_S)
-            try:
-                await self._pick_up_queued(limit=200)
-            except Exception as error:  # keep polling through a passing database error
-                log.warning("polling the queue failed: %s", error)
-
     async def _recover(self) -> None:
         """RUNNING runs left by a dead process: queued again when their retries allow,
-        otherwise FAILED with the reason. Never left running."""
+        otherwise FAILED with the reason. Never left running. On SQLite, whoever ran them
+        is gone (one process owns the file): all of them, at start. On PostgreSQL, those
+        of processes that stopped heartbeating (`app.engine.workers`), now and while serving."""
+        if self.workers is not None:
+            await self.workers.join()
+            return
         statements = []
         for row in await self.runs.running():
-            if not self._orphaned(row["worker"]):
-                continue
             if row["attempt"] < row["max_attempts"]:
                 statements.append(queue.requeue_orphan(row["id"], now_ms()))
             else:
@@ -232,20 +230,6 @@ class Jobs:
                     now_ms()))
         if statements:
             await self.db.write(*statements)
-
-    def _orphaned(self, worker: str) -> bool:
-        if self.db.dialect == "sqlite":
-            return True  # one process owns a SQLite database: whoever ran it is gone
-        host, _, pid = worker.rpartition(":")
-        if host != self.executor.worker_id.rpartition(":")[0]:
-            return False  # another machine's run: its own process recovers it
-        try:
-            os.kill(int(pid), 0)
-        except (ValueError, ProcessLookupError):
-            return True
-        except PermissionError:
-            return False
-        return int(pid) == os.getpid()
 
     # -- starting runs ---------------------------------------------------------------------------------
 
@@ -319,7 +303,8 @@ class Jobs:
         args_text, refs = await self._arguments(actor, version, args, text, refs, event)
         job_id = random_uuid()
         at = scheduled_for or now_ms()
-        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs))
+        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs),
+                            *queue.announce(self.db.dialect))
         self.started[trigger.kind] += 1
         self.submit(job_id, actor.workspace, version, at, parent)
         return job_id
@@ -387,9 +372,11 @@ class Jobs:
         reason = reason or f"cancelled by {actor.username}"
         error = msgspec.json.encode({"name": "Cancelled", "message": reason}).decode()
         now = now_ms()
+        # On PostgreSQL the processes carrying the run or its descendants are told with the
+        # commit (NOTIFY); `cancel_requested` is what they read should the notification be lost.
         results = await self.db.write(
             queue.cancel_idle(job_id, error, now), queue.cancel_idle_descendants(job_id, error, now),
-            queue.request_cancel_descendants(job_id),
+            queue.request_cancel_descendants(job_id), *queue.announce_cancel(job_id, reason, self.db.dialect),
         )
         matched = results[0].rowcount
         if matched:
@@ -397,7 +384,8 @@ class Jobs:
             self.executor.hub.publish(job_id, False)
         else:
             # Running, or claimed between our read and the update above: ask whoever runs it to stop.
-            matched = (await self.db.write(queue.request_cancel(job_id)))[0].rowcount
+            matched = (await self.db.write(queue.request_cancel(job_id),
+                                           *queue.announce_cancel(job_id, reason, self.db.dialect)))[0].rowcount
             self.executor.cancel(job_id, reason)
         if results[2].rowcount:
             for descendant in await self.runs.running_descendants(job_id):

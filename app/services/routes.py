@@ -12,7 +12,6 @@ as in Windmill: an editor who repoints an admin's route makes its runs act as th
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 import time
@@ -33,6 +32,10 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 REQUEST_TYPES = ("sync", "async", "sync_sse")
 MAX_PATH = 600
 _SEGMENT = re.compile(r"^(:[A-Za-z_][A-Za-z0-9_]{0,63}|[A-Za-z0-9_.~@+-]{1,255})$")
+# Checking that a path is free in other workspaces and taking it are one step, across every
+# process serving the database (on PostgreSQL an advisory lock): `(route_key, method)` is
+# unique in the database, but the overlap of two workspaces' paths is checked in Python.
+_CLAIMING = "route paths"
 _COLUMNS = (
     "id, workspace_id, path, method, runnable_kind, runnable_path, request_type, auth, auth_secret, summary, "
     "description, raw_body, wrap_body, static_folder, static_website, cors, created_by, created_at, updated_by, updated_at"
@@ -184,8 +187,6 @@ class Routes:
         self._loaded = 0.0
         # One process owns a SQLite database, so its own changes are all there is to see.
         self._max_age = float("inf") if db.dialect == "sqlite" else 1.0
-        # Checking that a path is free in other workspaces and taking it are one step in this process.
-        self._claiming = asyncio.Lock()
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -220,6 +221,11 @@ class Routes:
     async def set_prefixed(self, actor: Actor, on: bool) -> None:
         """Serve routes under /api/r/{workspace}/... (on) or not; 409 when the paths of two
         workspaces would then collide."""
+        async with self.db.exclusive(_CLAIMING):
+            await self._switch_prefix(actor, on)
+        self.changed()
+
+    async def _switch_prefix(self, actor: Actor, on: bool) -> None:
         switch = self.instance.set_flag(actor, ROUTE_WORKSPACE_PREFIX, on)
         rows = await self.db.fetch("SELECT id, workspace_id, path, method, static_folder FROM route")
         if not on:
@@ -237,7 +243,6 @@ class Routes:
         ]  # first out of the way of each other, then the keys of the new mode
         statements += [Statement("UPDATE route SET route_key = $1 WHERE id = $2", (key[0], id_)) for key, id_ in seen.items()]
         await self.db.write(*statements, switch)
-        self.changed()
 
     # -- managing ---------------------------------------------------------------------------------
 
@@ -252,6 +257,10 @@ class Routes:
         # A route runs as whoever last changed it: made by a run, it would act as the run's
         # identity after the run is over.
         refuse_run_token(actor, "create routes")
+        async with self.db.exclusive(_CLAIMING):  # the mode, the check and the write: one step
+            return await self._create_many(actor, specs)
+
+    async def _create_many(self, actor: Actor, specs: list[RouteSpec]) -> list[dict[str, Any]]:
         prefixed = await self.prefixed()
         statements, ids = [], []
         for spec in specs:
@@ -269,10 +278,9 @@ class Routes:
             ))
             ids.append(route_id)
         where = f"{specs[0].method} {specs[0].path}" if len(specs) == 1 else "of these paths"
-        async with self._claiming:
-            if not prefixed:
-                await self._check_unclaimed(actor.workspace, [(normalise_path(s.path or ""), s.static is not None) for s in specs])
-            await self._write_unique(statements, where)
+        if not prefixed:
+            await self._check_unclaimed(actor.workspace, [(normalise_path(s.path or ""), s.static is not None) for s in specs])
+        await self._write_unique(statements, where)
         return [await self.get(actor.workspace, route_id) for route_id in ids]
 
     async def _check_unclaimed(self, workspace: str, paths: list[tuple[str, bool]]) -> None:
@@ -296,7 +304,7 @@ class Routes:
             raise BadRequest("a route's path cannot change: create a new route and delete this one")
         auth, secret = self._checked(spec, row)
         values = self._values(spec, auth, secret, route_id)
-        async with self._claiming:
+        async with self.db.exclusive(_CLAIMING):
             if spec.static is not None and not await self.prefixed():  # a static route claims what lies beneath it
                 await self._check_unclaimed(actor.workspace, [(row["path"], True)])
             await self._write_unique([Statement(

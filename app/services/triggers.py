@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 from croniter import CroniterError, croniter
 
+from app.engine import queue
 from app.errors import BadRequest, Conflict, Forbidden, InvalidArguments, NotFound
 from app.security.vault import Vault
 from app.services.actor import Actor, at_least, now_ms, refuse_run_token
@@ -321,7 +322,7 @@ class Triggers:
                               tick_job_id(row["id"], tick), None, None, tick, refs=True, error=unfit)
             for tick in ticks
         ]
-        results = await self.db.write(advance, *inserts)
+        results = await self.db.write(advance, *inserts, *(queue.announce(self.db.dialect) if inserts else ()))
         started = 0
         for tick, result in zip(ticks, results[1:]):
             if result.rowcount and unfit is None:  # not fired already by another process or before a restart

@@ -11,7 +11,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 
@@ -100,6 +101,18 @@ class Database(abc.ABC):
             raise Unhealthy(f"a query did not complete within {PROBE_TIMEOUT_S:g} s") from None
         except StoreError as error:
             raise Unhealthy(str(error)) from None
+
+    def _local_lock(self, name: str) -> asyncio.Lock:
+        locks: dict[str, asyncio.Lock] = self.__dict__.setdefault("_named_locks", {})
+        return locks.setdefault(name, asyncio.Lock())
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Held by one holder at a time, among all processes serving this database: for a
+        check and the write it allows (read, then write) that must not interleave with
+        another's. One process serves a SQLite database: a lock of this process is enough."""
+        async with self._local_lock(name):
+            yield
 
     @abc.abstractmethod
     def pool_state(self) -> dict[str, float]:

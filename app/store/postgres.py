@@ -6,6 +6,11 @@ missing), which is how tests and side-by-side installs keep apart in one databas
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +42,7 @@ def _classify(error: Exception) -> StoreError:
 
 
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+log = logging.getLogger("flowmill.store")
 
 
 class PostgresDatabase(Database):
@@ -105,3 +111,81 @@ class PostgresDatabase(Database):
         if pool is None:
             return {"connections": 0, "idle": 0}
         return {"connections": pool.get_size(), "idle": pool.get_idle_size()}
+
+    async def listen(self, handlers: dict[str, Callable[[str], None]], schema_channel: Callable[[str, str], str]) -> Listener:
+        """A connection of its own that LISTENs on the channels of `handlers` (named for this
+        schema by `schema_channel(name, schema)`) and calls each handler with a payload."""
+        listener = Listener(self, handlers, schema_channel)
+        await listener.open()
+        return listener
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Held by one process of all those serving this database at a time: a session advisory
+        lock on a connection of its own for as long as the block runs."""
+        key = int.from_bytes(hashlib.sha256(f"{self.schema or 'public'}/{name}".encode()).digest()[:8], "big", signed=True)
+        async with self._local_lock(name):
+            try:
+                conn = await self._ready_pool().acquire()
+            except _FAILURES as error:
+                raise _classify(error) from error
+            try:
+                await conn.execute("SELECT pg_advisory_lock($1)", key)
+                try:
+                    yield
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except _FAILURES as error:
+                raise _classify(error) from error
+            finally:
+                await self._ready_pool().release(conn)
+
+
+class Listener:
+    """LISTEN on a dedicated connection, reopened by `ensure` when it was lost. Notifications
+    sent while it is down are lost: whoever relies on them also polls."""
+
+    def __init__(self, db: PostgresDatabase, handlers: dict[str, Callable[[str], None]],
+                 schema_channel: Callable[[str, str], str]) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.schema_channel = schema_channel
+        self._conn: asyncpg.Connection | None = None
+
+    async def open(self) -> None:
+        conn = await asyncpg.connect(self.db.dsn, server_settings=self.db.server_settings)
+        try:
+            schema = await conn.fetchval("SELECT current_schema()")
+            for name, handler in self.handlers.items():
+                await conn.add_listener(self.schema_channel(name, schema), self._callback(handler))
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+
+    @staticmethod
+    def _callback(handler: Callable[[str], None]) -> Callable[[Any, int, str, str], None]:
+        def received(conn: Any, pid: int, channel: str, payload: str) -> None:
+            try:
+                handler(payload)
+            except Exception:  # one handler's fault never closes the connection
+                log.exception("handling a notification on %s failed", channel)
+        return received
+
+    async def ensure(self) -> bool:
+        """Reopen the connection if it was lost; True when it was (notifications may be missing)."""
+        if self._conn is not None and not self._conn.is_closed():
+            return False
+        try:
+            await self.open()
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("listening for notifications failed: %s", error)
+        return True
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
