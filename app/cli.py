@@ -49,7 +49,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def run() -> None:
-        db = await prepare(settings)  # refuses a corrupt or newer database, migrates
+        db = await prepare(settings, vacuum=args.vacuum)  # refuses a corrupt or newer database, migrates
         await db.close()
 
     with _owning(settings):  # not under a running server (app.server.owner says why)
@@ -301,6 +301,9 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date",
                                   description="Bring the database schema up to date, as `serve` does at start.")
+    migrate.add_argument("--vacuum", action="store_true",
+                         help="convert a SQLite file made without incremental vacuum, whatever its size (one VACUUM: "
+                              "it then shrinks as runs are pruned; `serve` converts only files up to 64 MiB)")
     _server_flags(migrate)
     migrate.set_defaults(run=cmd_migrate)
 
