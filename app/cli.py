@@ -125,6 +125,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Say what the data dir and the database hold and whether their server is up; exit 1
+    when something is wrong."""
+    import json
+
+    from app.doctor import examine, render
+
+    report = examine(_settings(args))
+    print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
+    return 0 if report.healthy else 1
+
+
 def _password(from_stdin: bool, prompt: str) -> str:
     """The password from standard input's first line (`--password-stdin`: scripts, CI), else
     asked on the terminal; refused when there is neither."""
@@ -346,6 +358,15 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
     _server_flags(backup)
     backup.set_defaults(run=cmd_backup)
+
+    doctor = commands.add_parser("doctor", help="say what the data dir holds and whether its server is up",
+                                 description="Print the data dir, the database's size and its WAL's, the runs by "
+                                             "status, log lines, audit entries, the oldest run, the retention "
+                                             "settings and whether the server of the data dir is up (its lock held, "
+                                             "/readyz answering). Exit status 1 when something is wrong.")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    _server_flags(doctor)
+    doctor.set_defaults(run=cmd_doctor)
 
     login = commands.add_parser("login", help="log in to a server and keep a token for it",
                                 description="Log in with a username and password (or check a token you give) and "
