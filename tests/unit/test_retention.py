@@ -231,6 +231,27 @@ def test_sqlite_gives_the_space_of_pruned_runs_back_and_empties_its_wal() -> Non
     run_on("sqlite", scenario)
 
 
+def test_sqlite_plans_use_the_retention_indexes_without_statistics() -> None:
+    """A fresh file has no ANALYZE statistics: the planner then took `status IN (...)` from
+    job_queue, walking every finished run for each batch (and sorting the age rule's candidates)."""
+    from app.store.sqlite import translate
+
+    async def scenario(db: Database) -> None:
+        await add_runs(db, [{"id": f"r{i:05d}", "status": "SUCCESS", "finished_at": NOW - i * 1000, "path": f"f/p{i % 7}"}
+                            for i in range(2000)], lines=1)
+        assert await db.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'") == 0
+        run_ids = [f"r{i:05d}" for i in range(retention.RUN_BATCH)]
+        statements = [retention.expired_runs(NOW, "sqlite"), retention.next_runnable(("", "")),
+                      retention.oldest_kept("main", "f/p1", 100), retention.surplus_runs("main", "f/p1", (NOW, "z"), "sqlite"),
+                      retention.line_counts(run_ids), *retention.delete_runs(run_ids, "sqlite"),
+                      retention.delete_some_lines("r00001", "sqlite"), retention.delete_audit(NOW, "sqlite")]
+        for statement in statements:
+            plan = " / ".join(row[3] for row in await db.fetch("EXPLAIN QUERY PLAN " + translate(statement.sql), *statement.args))
+            assert "job_queue" not in plan and "TEMP B-TREE" not in plan and not plan.startswith("SCAN"), (statement.sql, plan)
+
+    run_on("sqlite", scenario)
+
+
 def test_batches_are_as_documented() -> None:
     assert retention.RUN_BATCH + retention.LINE_BATCH <= 500
     assert retention.AUDIT_BATCH <= 500
