@@ -49,7 +49,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def run() -> None:
-        db = await prepare(settings)  # refuses a corrupt or newer database, migrates
+        db = await prepare(settings, vacuum=args.vacuum)  # refuses a corrupt or newer database, migrates
         await db.close()
 
     with _owning(settings):  # not under a running server (app.server.owner says why)
@@ -93,6 +93,48 @@ def _owning(settings: Settings) -> Iterator[None]:
         yield
     finally:
         owner.release()
+
+
+EXIT_USE_PG_DUMP = 2
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the SQLite database, consistent, while the server runs; on PostgreSQL, say how to
+    with pg_dump (exit status 2)."""
+    from pathlib import Path
+
+    settings = _settings(args)
+    if not settings.is_sqlite:
+        from app.store.backup import pg_dump_command
+
+        print("Flowmill's database is on PostgreSQL: back it up with pg_dump, e.g.\n\n"
+              f"    {pg_dump_command(settings.database_url, args.path)}\n\n"
+              "(the password is not shown: pg_dump takes it from PGPASSWORD or ~/.pgpass). "
+              "Restore with pg_restore.")
+        return EXIT_USE_PG_DUMP
+    from app.store.backup import backup_sqlite
+
+    with _progress() as progress:
+        task = progress.add_task("backing up", total=None)
+        copied = backup_sqlite(settings.sqlite_path, Path(args.path), force=args.force,
+                               progress=lambda done, total: progress.update(task, completed=done, total=total))
+    key = "FLOWMILL_MASTER_KEY" if settings.master_key else settings.home / "master.key"
+    print(f"backed up {settings.sqlite_path} to {copied.path} ({copied.bytes / 2**20:.1f} MiB, {copied.seconds:.1f} s); "
+          f"the master key ({key}) that decrypts its secrets is not in the copy: keep it too, apart from it",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Say what the data dir and the database hold and whether their server is up; exit 1
+    when something is wrong."""
+    import json
+
+    from app.doctor import examine, render
+
+    report = examine(_settings(args))
+    print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
+    return 0 if report.healthy else 1
 
 
 def _password(from_stdin: bool, prompt: str) -> str:
@@ -301,8 +343,30 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date",
                                   description="Bring the database schema up to date, as `serve` does at start.")
+    migrate.add_argument("--vacuum", action="store_true",
+                         help="convert a SQLite file made without incremental vacuum, whatever its size (one VACUUM: "
+                              "it then shrinks as runs are pruned; `serve` converts only files up to 64 MiB)")
     _server_flags(migrate)
     migrate.set_defaults(run=cmd_migrate)
+
+    backup = commands.add_parser("backup", help="copy the database while the server runs",
+                                 description="Copy the SQLite database to PATH as it is at one moment, while the "
+                                             "server runs (SQLite's online backup, a few pages at a time). PATH "
+                                             "appears only once the copy is whole. On PostgreSQL, print the pg_dump "
+                                             "command to use instead and exit with status 2.")
+    backup.add_argument("path", metavar="PATH", help="the file to write the copy to")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    _server_flags(backup)
+    backup.set_defaults(run=cmd_backup)
+
+    doctor = commands.add_parser("doctor", help="say what the data dir holds and whether its server is up",
+                                 description="Print the data dir, the database's size and its WAL's, the runs by "
+                                             "status, log lines, audit entries, the oldest run, the retention "
+                                             "settings and whether the server of the data dir is up (its lock held, "
+                                             "/readyz answering). Exit status 1 when something is wrong.")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    _server_flags(doctor)
+    doctor.set_defaults(run=cmd_doctor)
 
     login = commands.add_parser("login", help="log in to a server and keep a token for it",
                                 description="Log in with a username and password (or check a token you give) and "
@@ -367,7 +431,7 @@ def parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=cmd_version)
-    root.commands = {"sync": sync, "generate-metadata": metadata, "login": login, "run": run}  # type: ignore[attr-defined]
+    root.commands = {"sync": sync, "generate-metadata": metadata, "login": login, "run": run, "backup": backup}  # type: ignore[attr-defined]
     return root
 
 

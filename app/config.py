@@ -43,6 +43,11 @@ class Settings:
     job_max_file_mb: int | None = 1024  # largest file a run may write (RLIMIT_FSIZE)
     job_max_processes: int | None = 512  # processes and threads of a run at once, where the kernel applies it
     sandbox: bool = True  # runs walled off from the data dir; off only to measure what the wall costs
+    # Retention (app/engine/retention.py); 0 turns a rule off.
+    retention_days: int = 30  # finished runs, with their log lines, are pruned this long after they finished
+    retention_runs_per_script: int = 1000  # of each runnable's finished runs, the newest this many are kept
+    audit_retention_days: int = 365  # audit entries are pruned at this age
+    retention_interval_s: int = 300  # how often a serving process prunes
 
     @property
     def is_sqlite(self) -> bool:
@@ -134,6 +139,13 @@ def load_settings(
         job_max_file_mb=_int(env.get("FLOWMILL_JOB_MAX_FILE_MB", "1024"), "FLOWMILL_JOB_MAX_FILE_MB", 0, 10**8) or None,
         job_max_processes=_int(env.get("FLOWMILL_JOB_MAX_PROCESSES", "512"), "FLOWMILL_JOB_MAX_PROCESSES", 0, 10**6) or None,
         sandbox=_flag(env.get("FLOWMILL_SANDBOX", "on"), "FLOWMILL_SANDBOX"),
+        retention_days=_int(env.get("FLOWMILL_RETENTION_DAYS", "30"), "FLOWMILL_RETENTION_DAYS", 0, 100_000),
+        retention_runs_per_script=_int(env.get("FLOWMILL_RETENTION_RUNS_PER_SCRIPT", "1000"),
+                                       "FLOWMILL_RETENTION_RUNS_PER_SCRIPT", 0, 10**9),
+        audit_retention_days=_int(env.get("FLOWMILL_AUDIT_RETENTION_DAYS", "365"), "FLOWMILL_AUDIT_RETENTION_DAYS",
+                                  0, 100_000),
+        retention_interval_s=_int(env.get("FLOWMILL_RETENTION_INTERVAL_S", "300"), "FLOWMILL_RETENTION_INTERVAL_S",
+                                  1, 86_400),
     )
 
 

@@ -156,6 +156,31 @@ class FlowmillServer:
 
         return asyncio.run(run())
 
+    def write_rows(self, *batches: tuple[str, list[tuple[Any, ...]]]) -> None:
+        """Write straight into the server's database, in one transaction: each (sql, rows) is
+        `sql` (PostgreSQL's `$1` parameters) run once per row (rows made long ago, say)."""
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(self.home / "flowmill.db", timeout=10)
+            try:
+                with conn:
+                    for sql, rows in batches:
+                        conn.executemany(re.sub(r"\$(\d+)", r"?\1", sql), rows)
+            finally:
+                conn.close()
+            return
+        import asyncpg
+
+        async def run() -> None:
+            conn = await asyncpg.connect(PG_URL, server_settings={"search_path": self.schema or "public"})
+            try:
+                async with conn.transaction():
+                    for sql, rows in batches:
+                        await conn.executemany(sql, rows)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
     def count(self, table: str, where: str = "1 = 1", *args: Any) -> int:
         return int(self.query(f"SELECT count(*) FROM {table} WHERE {where}", *args)[0][0])
 

@@ -62,7 +62,7 @@ class _DocsRouter(Router):
 
 def create_app(services: Services) -> Litestar:
     """The whole HTTP surface over `services`."""
-    metrics = Metrics(services.db, services.jobs.started)
+    metrics = Metrics(services.db, services.jobs.started, services.retention)
     access = AccessLog(services.settings.access_log, services.settings.log_json)
     openapi = OpenAPIConfig(
         title="Flowmill API",

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+from typing import TYPE_CHECKING
 
 from app.store.base import Database
+
+if TYPE_CHECKING:
+    from app.engine.retention import Retention
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -21,8 +25,10 @@ def _labels(**labels: str) -> str:
 
 
 class Metrics:
-    def __init__(self, db: Database, runs: collections.Counter[str] | None = None) -> None:
+    def __init__(self, db: Database, runs: collections.Counter[str] | None = None,
+                 retention: Retention | None = None) -> None:
         self.db = db
+        self.retention = retention
         self.runs = runs if runs is not None else collections.Counter()  # runs started, by trigger kind
         self.requests: collections.Counter[tuple[str, str, int]] = collections.Counter()
         # (method, route) -> [count per bucket..., +Inf count, sum of seconds]
@@ -72,6 +78,15 @@ class Metrics:
                   "# TYPE flowmill_runs_started_total counter"]
         for trigger, n in sorted(self.runs.items()):
             lines.append(f"flowmill_runs_started_total{_labels(trigger=trigger)} {n}")
+        if self.retention is not None:
+            totals = self.retention.totals
+            lines += ["# HELP flowmill_retention_passes_total Retention passes done by this process",
+                      "# TYPE flowmill_retention_passes_total counter",
+                      f"flowmill_retention_passes_total {self.retention.passes}",
+                      "# HELP flowmill_retention_pruned_total Rows retention deleted, by table",
+                      "# TYPE flowmill_retention_pruned_total counter"]
+            for what, n in (("runs", totals.runs), ("log_lines", totals.log_lines), ("audit_entries", totals.audit_entries)):
+                lines.append(f"flowmill_retention_pruned_total{_labels(what=what)} {n}")
         lines += ["# HELP flowmill_db_pool Database connections and queues", "# TYPE flowmill_db_pool gauge"]
         for measure, value in self.db.pool_state().items():
             lines.append(f"flowmill_db_pool{_labels(backend=self.db.dialect, measure=measure)} {value:g}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from app.config import Settings
 from app.engine.forkserver import ForkServer, ForkServerError, WallSettings
 from app.engine.masks import Masks
+from app.engine.retention import Policy, Retention
 from app.errors import StartupError
 from app.security.tokens import JwtCodec, load_signing_key
 from app.security.vault import Vault, load_master_key
@@ -52,18 +53,22 @@ class Services:
     static: StaticFiles
     triggers: Triggers
     instance: InstanceSettings
+    retention: Retention
 
     async def start(self) -> None:
-        """Start the fork server, recover interrupted runs, start the executor and the schedules."""
+        """Start the fork server, recover interrupted runs, start the executor, the schedules
+        and retention's passes."""
         self.forkserver.start()
         self.lean_forkserver.start()
         # Not waited for: the fork server logs which walls hold around runs as soon as it serves.
         asyncio.get_running_loop().run_in_executor(None, _wait_ready, self.forkserver)
         await self.jobs.start()
         self.triggers.start()
+        self.retention.start()
 
     async def stop(self) -> None:
-        """Stop the schedules, running work (recorded as cancelled) and the fork server."""
+        """Stop retention, the schedules, running work (recorded as cancelled) and the fork server."""
+        await self.retention.stop()
         await self.triggers.stop()
         await self.jobs.stop()
         await asyncio.gather(asyncio.to_thread(self.forkserver.stop), asyncio.to_thread(self.lean_forkserver.stop))
@@ -160,4 +165,10 @@ async def build_services(settings: Settings, db: Database) -> Services:
         static=StaticFiles(db),
         triggers=Triggers(db, vault, jobs),
         instance=instance,
+        retention=Retention(db, retention_policy(settings), settings.retention_interval_s),
     )
+
+
+def retention_policy(settings: Settings) -> Policy:
+    """What the settings keep of runs and audit entries (app.engine.retention)."""
+    return Policy(settings.retention_days, settings.retention_runs_per_script, settings.audit_retention_days)

@@ -37,6 +37,15 @@ class Result:
     rows: list[Any]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Upkeep:
+    """What one step of `Database.maintain` left."""
+
+    more: bool  # space is still to be given back: call again (after a pause)
+    free_pages: int = 0  # SQLite: pages free inside the file
+    wal_bytes: int = 0  # SQLite: size of the write-ahead log after the step
+
+
 class StoreError(Exception):
     """The database refused or failed an operation."""
 
@@ -113,6 +122,12 @@ class Database(abc.ABC):
         another's. One process serves a SQLite database: a lock of this process is enough."""
         async with self._local_lock(name):
             yield
+
+    async def maintain(self) -> Upkeep:
+        """One small step of housekeeping after rows were deleted, taken without holding up
+        other writes for long; `more` says whether to call again. Nothing here by default:
+        PostgreSQL's autovacuum does it (SQLite: `sqlite.py`)."""
+        return Upkeep(more=False)
 
     @abc.abstractmethod
     def pool_state(self) -> dict[str, float]:

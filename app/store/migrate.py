@@ -20,9 +20,12 @@ from app.store.postgres import PostgresDatabase, split_schema
 from app.store.sqlite import SQLiteDatabase
 
 
-def open_database(settings: Settings) -> Database:
-    """The backend named by the settings (not yet opened)."""
+def open_database(settings: Settings, vacuum: bool = False) -> Database:
+    """The backend named by the settings (not yet opened). `vacuum`: a SQLite file made
+    without incremental vacuum is converted whatever its size (else only a small one is)."""
     if settings.is_sqlite:
+        if vacuum:
+            return SQLiteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous, vacuum_limit_bytes=None)
         return SQLiteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
     return PostgresDatabase(settings.database_url)
 
@@ -103,13 +106,13 @@ async def migrate(settings: Settings) -> list[str]:
     return pending
 
 
-async def prepare(settings: Settings) -> Database:
+async def prepare(settings: Settings, vacuum: bool = False) -> Database:
     """Open the long-lived backend, bring the schema up to date, and return the backend.
 
     Opening first refuses a corrupt or unreadable SQLite file before Piccolo touches it, and
-    creates the PostgreSQL schema named in the URL.
+    creates the PostgreSQL schema named in the URL. `vacuum` as for `open_database`.
     """
-    database = open_database(settings)
+    database = open_database(settings, vacuum)
     await database.open()
     if await up_to_date(database):
         return database

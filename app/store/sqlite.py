@@ -10,6 +10,12 @@ The writer outlives anything a write does: a statement that fails (a constraint,
 past 64 bits, any exception) fails its own caller only, and a batch that fails as a whole
 (the file locked by another process, a full disk) fails its callers and the writer goes on
 with the next one. `check` says whether it is healthy, for /readyz.
+
+The file stays as small as what it holds: a new database is made with `auto_vacuum =
+INCREMENTAL` (an existing one is converted by a VACUUM when it is opened, if it is small
+enough for that to be quick), and `maintain` gives back the pages deleting freed, a few at a
+time, then checkpoints the write-ahead log and, when the writer is idle, truncates it. Both run
+on the writer thread, between batches, like any write.
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ from typing import Any
 
 from app.errors import StartupError
 from app.store.base import (
-    PROBE_TIMEOUT_S, Database, OutOfRange, Result, Row, Statement, StoreError, Unhealthy, UniqueViolation,
+    PROBE_TIMEOUT_S, Database, OutOfRange, Result, Row, Statement, StoreError, Unhealthy, UniqueViolation, Upkeep,
 )
 
 MAX_BATCH = 512
 STALL_S = 5.0  # a batch still not committed after this long means the writer is stuck
 CLOSE_TIMEOUT_S = 10.0
+VACUUM_AT_OPEN_MAX_BYTES = 64 * 1024 * 1024  # a database without incremental vacuum is converted at open up to this
+VACUUM_STEP_PAGES = 128  # pages given back per `maintain` step: 512 KiB of 4 KiB pages, ~3 ms of the writer
+CHECKPOINT_BUSY_MS = 50  # how long truncating the WAL may wait for readers before it gives up until next time
+WAL_LIMIT_BYTES = 32 * 1024 * 1024  # the WAL is cut back to this whenever it starts over (journal_size_limit)
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 log = logging.getLogger("flowmill.store")
 _PARAM = re.compile(r"\$(\d+)")
 _STOP = object()
@@ -70,6 +81,12 @@ class _Pending:
         self.durable = durable
 
 
+class _Chore(_Pending):
+    """A step of `maintain`, done by the writer outside any transaction."""
+
+    __slots__ = ()
+
+
 def _settle(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:  # on the event loop
     for item, result, error in outcomes:
         if item.future.done():  # the caller went away (cancelled); the write stands regardless
@@ -83,10 +100,13 @@ def _settle(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
 class SQLiteDatabase(Database):
     dialect = "sqlite"
 
-    def __init__(self, path: Path, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: Path, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
+                 vacuum_limit_bytes: int | None = VACUUM_AT_OPEN_MAX_BYTES) -> None:
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
+        self.vacuum_limit_bytes = vacuum_limit_bytes  # None: convert to incremental vacuum whatever the size
+        self.incremental = False  # whether the file has auto_vacuum = INCREMENTAL (known once open)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._local = threading.local()
@@ -110,10 +130,14 @@ class SQLiteDatabase(Database):
         if read_only:
             conn.execute("PRAGMA query_only = ON")
         else:
+            # Before anything is written: a new file is made with it. On an existing file it
+            # only takes effect with a VACUUM (`_adopt_incremental_vacuum`).
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StartupError(f"cannot put {self.path} in WAL mode (got {mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -135,10 +159,34 @@ class SQLiteDatabase(Database):
         if problem != "ok":
             conn.close()
             raise StartupError(f"the database {self.path} is corrupt: {problem}")
+        self._adopt_incremental_vacuum(conn)
         ready = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, args=(conn, ready), name="flowmill-sqlite-writer", daemon=True)
         self._writer.start()
         ready.wait()
+
+    def _adopt_incremental_vacuum(self, conn: sqlite3.Connection) -> None:
+        """Convert a database made without incremental vacuum (before Flowmill set it) with one
+        VACUUM, when it is small enough for that to take a moment; a larger one is left as it
+        is, reusing the pages it frees without shrinking, until `flowmill migrate --vacuum`."""
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL:
+            self.incremental = True
+            return
+        size = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        if self.vacuum_limit_bytes is not None and size > self.vacuum_limit_bytes:
+            log.warning("the database %s (%d MiB) was made without incremental vacuum: it reuses the space "
+                        "pruning frees but does not shrink; stop the server and run `flowmill migrate --vacuum` "
+                        "once to convert it", self.path, size // 2**20)
+            return
+        started = time.monotonic()
+        try:
+            conn.execute("VACUUM")  # with auto_vacuum = INCREMENTAL, set by `_connect`
+        except sqlite3.Error as error:  # a full disk (VACUUM needs a copy's room): not worth refusing to start
+            log.warning("could not convert %s to incremental vacuum: %s", self.path, error)
+            return
+        self.incremental = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL
+        log.info("converted %s (%d MiB) to incremental vacuum in %.1f s", self.path, size // 2**20,
+                 time.monotonic() - started)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -193,30 +241,89 @@ class SQLiteDatabase(Database):
             if _STOP in batch:
                 stopping = True
                 batch = [item for item in batch if item is not _STOP]
-            if not batch:
-                continue
-            self._busy_since = time.monotonic()
-            try:
-                # A batch of writes that need not wait for the disk (see `write`) commits
-                # with NORMAL: into the WAL, whose next FULL commit syncs them too.
-                wanted = self.synchronous if any(item.durable for item in batch) else "NORMAL"
-                if wanted != synchronous:
-                    conn.execute(f"PRAGMA synchronous = {wanted}")
-                    synchronous = wanted
-                self._unsynced += wanted == "NORMAL"
-                self._commit(conn, batch)
-            except BaseException as error:  # noqa: BLE001 - whatever happens, the writer goes on
-                log.exception("a batch of %d writes failed", len(batch))
-                self._failing = f"{type(error).__name__}: {error}"
-                self._deliver([(item, None, StoreError(f"the write failed: {error}")) for item in batch])
-                conn, synchronous = self._recover(conn), ""  # unknown now: set by the next batch
-            finally:
-                self._busy_since = None
+            chores = [item for item in batch if isinstance(item, _Chore)]
+            if chores:
+                batch = [item for item in batch if not isinstance(item, _Chore)]
+            if batch:
+                conn, synchronous = self._write_batch(conn, batch, synchronous)
+            for chore in chores:
+                conn, synchronous = self._do_chore(conn, chore, synchronous)
         try:
             conn.execute("PRAGMA optimize")
         except sqlite3.Error:
             pass
         conn.close()
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Pending], synchronous: str) -> tuple[sqlite3.Connection, str]:
+        """Commit `batch`; the connection to go on with and its synchronous setting."""
+        self._busy_since = time.monotonic()
+        try:
+            # A batch of writes that need not wait for the disk (see `write`) commits
+            # with NORMAL: into the WAL, whose next FULL commit syncs them too.
+            wanted = self.synchronous if any(item.durable for item in batch) else "NORMAL"
+            if wanted != synchronous:
+                conn.execute(f"PRAGMA synchronous = {wanted}")
+                synchronous = wanted
+            self._unsynced += wanted == "NORMAL"
+            self._commit(conn, batch)
+        except BaseException as error:  # noqa: BLE001 - whatever happens, the writer goes on
+            log.exception("a batch of %d writes failed", len(batch))
+            self._failing = f"{type(error).__name__}: {error}"
+            self._deliver([(item, None, StoreError(f"the write failed: {error}")) for item in batch])
+            conn, synchronous = self._recover(conn), ""  # unknown now: set by the next batch
+        finally:
+            self._busy_since = None
+        return conn, synchronous
+
+    def _do_chore(self, conn: sqlite3.Connection, chore: _Chore, synchronous: str) -> tuple[sqlite3.Connection, str]:
+        self._busy_since = time.monotonic()
+        try:
+            self._deliver([(chore, self._upkeep(conn), None)])
+        except BaseException as error:  # noqa: BLE001 - as for a batch: the writer goes on
+            log.warning("database upkeep failed: %s", error)
+            self._deliver([(chore, None, _classify(error))])
+            conn, synchronous = self._recover(conn), ""
+        finally:
+            self._busy_since = None
+        return conn, synchronous
+
+    def _upkeep(self, conn: sqlite3.Connection) -> Upkeep:
+        """One step: give back up to VACUUM_STEP_PAGES free pages; once none are left,
+        checkpoint the WAL, and truncate it when nobody waits for the writer."""
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if free and self.incremental:
+            # executescript steps the pragma to its end; execute would free one page only.
+            conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free:
+                return Upkeep(True, free, self._wal_bytes())
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        if self._queue.empty():
+            # TRUNCATE waits for readers to leave the WAL: briefly, or it gives up until next time.
+            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError:
+                pass
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        return Upkeep(False, free, self._wal_bytes())
+
+    def _wal_bytes(self) -> int:
+        try:
+            return Path(f"{self.path}-wal").stat().st_size
+        except OSError:
+            return 0
+
+    async def maintain(self) -> Upkeep:
+        if self._writer is None:
+            raise StoreError("the database is closed")
+        if not self._writer.is_alive():
+            raise Unhealthy("the database writer has stopped")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Chore((), future, loop, False))
+        return await asyncio.shield(future)
 
     def _recover(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         """The connection back out of any transaction, or a new one if it is broken."""
