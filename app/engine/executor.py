@@ -78,6 +78,7 @@ class QueuedJob:
     concurrency_window_s: float | None = None
     claimed: bool = False  # written RUNNING by this process already (synchronous runs)
     resumed: bool = False  # woken from WAITING or PAUSED: its next turn, with its checkpoints
+    batched: bool = False  # claimed by a batch (PostgreSQL), maybe before its concurrency let it start
     context: Any = None  # what `run` would otherwise read, when whoever queued the run knew it already
 
     @classmethod
@@ -243,7 +244,7 @@ class Executor:
         if self.knows(job.id):  # queued here before the claim: that entry carries it, unclaimed
             self._owned.add(job.id)
             return
-        self.submit(dataclasses.replace(job, claimed=True))
+        self.submit(dataclasses.replace(job, claimed=True, batched=True))
 
     def request_started(self) -> None:
         """One more HTTP request (called by the request middleware: it must cost nothing)."""
@@ -380,6 +381,9 @@ class Executor:
             if claimed.rowcount == 0 and job.id not in self._owned:
                 self._settle(job.id, None)
                 return
+        if job.concurrency_limit is not None and (job.batched or job.id in self._owned):
+            # Claimed by a batch, then held back by its concurrency limit: it starts now.
+            await self.db.write(queue.started(job.id, now_ms()))
         self._owned.discard(job.id)
         secrets = self.masks.of(job.id)
         sink = LogSink(job.id, self.hub, self.db, secrets)

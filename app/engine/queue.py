@@ -157,6 +157,11 @@ def claim(job_id: str, worker: str, attempt: int, now: int) -> Statement:
 _STILL_CARRIED = " AND status = 'RUNNING' AND worker IN ($%d, '')"
 
 
+def started(job_id: str, now: int) -> Statement:
+    """When a run claimed ahead (a batch claim) really started."""
+    return Statement("UPDATE job SET started_at = $1 WHERE id = $2 AND status = 'RUNNING'", (now, job_id))
+
+
 def retry(job_id: str, attempt: int, at_ms: int, error: str | None, worker: str | None = None) -> Statement:
     """A failed attempt queued again for its next attempt at `at_ms` (by `worker`, if it still
     carries the run)."""
