@@ -75,7 +75,10 @@ def test_5000_runs_waiting_on_a_timer_hold_nothing_and_wake_on_time_across_a_res
     async def scenario(db) -> None:  # type: ignore[no-untyped-def]
         woke: dict[str, int] = {}
         turns: set[str] = set()
-        wake_at = now_ms() + 12_000  # time enough for 5,000 runs to start and wait, on either backend
+        # Time enough for 5,000 runs to start and wait (a claim and a suspend each: two commits),
+        # on a loaded 2-core machine too.
+        wake_in = 12_000 if backend == "sqlite" else 24_000
+        wake_at = now_ms() + wake_in
 
         async def sleeper(job: QueuedJob, sink: LogSink, cancel: CancelToken) -> Outcome:
             if job.id not in turns:
@@ -97,7 +100,7 @@ def test_5000_runs_waiting_on_a_timer_hold_nothing_and_wake_on_time_across_a_res
             return await db.fetchval("SELECT count(*) FROM job WHERE status = 'WAITING'") == count
 
         started = time.monotonic()
-        await _until(all_waiting, 11, "every run waiting")
+        await _until(all_waiting, wake_in / 1000 - 1, "every run waiting")
         print(f"5,000 runs started and waiting in {time.monotonic() - started:.1f} s")
         # What waiting costs: a row and a heap entry; no task, no thread, no process.
         assert first.running == 0 and first.queued() == 0 and len(first.timers) == count
