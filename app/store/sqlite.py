@@ -213,11 +213,15 @@ class SQLiteDatabase(Database):
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, *statements: Statement, durable: bool = True) -> list[Result]:
+    def _check_writer(self) -> None:
+        """Refuse work for a writer thread that is not there to do it."""
         if self._writer is None:
             raise StoreError("the database is closed")
         if not self._writer.is_alive():
             raise Unhealthy("the database writer has stopped")
+
+    async def write(self, *statements: Statement, durable: bool = True) -> list[Result]:
+        self._check_writer()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._waiting += 1
@@ -316,10 +320,7 @@ class SQLiteDatabase(Database):
             return 0
 
     async def maintain(self) -> Upkeep:
-        if self._writer is None:
-            raise StoreError("the database is closed")
-        if not self._writer.is_alive():
-            raise Unhealthy("the database writer has stopped")
+        self._check_writer()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Chore((), future, loop, False))
