@@ -279,10 +279,16 @@ async def _serve(request: Request, services: Services, found: Route, rest: str, 
     args, text = _args(body, raw, params, _query_args(request), found.wrap_body, found.raw_body, _is_form(headers))
     trigger = Trigger("route", f"{found.method} {found.path}")
     script = found.runnable.path
-    if found.request_type == "sync":
+    if found.runnable.kind == "flow":  # its inputs are the request's keys it declares; the rest is `trigger`
+        if found.request_type == "sync":
+            job_id, outcome = await services.executions.run_and_wait(actor, script, args, trigger, event=event)
+            return route_answer(job_id, outcome)
+        job_id = (await services.executions.start(actor, script, args, trigger, event=event)).execution_id
+    elif found.request_type == "sync":
         job_id, outcome = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event, text=text)
         return route_answer(job_id, outcome)
-    job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event, text=text)
+    else:
+        job_id = await services.jobs.enqueue(actor, args, trigger, path=script, event=event, text=text)
     if found.request_type == "async":
         return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
     return _EventStream(run_events(services, found.workspace, job_id), headers={"x-job-id": job_id},
@@ -332,8 +338,12 @@ async def fire_webhook(request: Request, key: str) -> Response[Accepted]:
     request.app.state.metrics.count("flowmill_trigger_requests_total", trigger="webhook", outcome="accepted")
     args, text = _args(body, raw, {}, {}, wrap=False, raw_body=False, form=_is_form(headers))
     actor = await _identity(services, webhook.run_as, webhook.workspace, request)
-    job_id = await services.jobs.enqueue(actor, args, Trigger("webhook", webhook.id), path=webhook.path, event=event,
-                                         text=text)
+    if webhook.kind == "flow":
+        job_id = (await services.executions.start(actor, webhook.path, args, Trigger("webhook", webhook.id),
+                                                  event=event)).execution_id
+    else:
+        job_id = await services.jobs.enqueue(actor, args, Trigger("webhook", webhook.id), path=webhook.path,
+                                             event=event, text=text)
     return Response(Accepted(job_id), status_code=202, headers={"x-job-id": job_id})
 
 

@@ -248,6 +248,17 @@ def wake_if_ready(job_id: str, now: int) -> Statement:
     )
 
 
+def reopen(job_id: str, now: int) -> Statement:
+    """A FAILED, TIMED_OUT or CANCELLED run queued again under its id for another attempt (a
+    flow execution's retry: its checkpointed tasks are kept)."""
+    return Statement(
+        "UPDATE job SET status = 'QUEUED', result = NULL, error = NULL, finished_at = NULL, wake_at = NULL, "
+        "waiting_for = NULL, cancel_requested = 0, attempt = attempt + 1, max_attempts = attempt + 1, "
+        "scheduled_for = $1, worker = '' WHERE id = $2 AND status IN ('FAILED', 'TIMED_OUT', 'CANCELLED')",
+        (now, job_id),
+    )
+
+
 def cancel_idle(job_id: str, error: str, now: int) -> Statement:
     """Cancel a run that nothing carries (QUEUED, WAITING or PAUSED) at once."""
     return Statement(
@@ -574,6 +585,36 @@ class RunQueue:
             assert column in ("status", "path", "trigger_kind", "parent_job", "kind")
             args.append(value)
             clauses.append(f"{column} = ${len(args)}")
+        if before is not None:
+            args += list(before)
+            clauses.append(f"(created_at < ${len(args) - 1} OR (created_at = ${len(args) - 1} AND id < ${len(args)}))")
+        return await self.db.fetch(
+            f"SELECT {VIEW_COLUMNS} FROM job WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id DESC "
+            f"LIMIT {int(limit)}",
+            *args,
+        )
+
+    async def flow_page(self, workspace: str, paths: list[str] | None, namespace: str | None, status: str | None,
+                        since: int | None, before: tuple[int, str] | None, limit: int) -> list[Row]:
+        """Flow executions of `workspace`, newest first: of one of `paths`, of flows in
+        `namespace`, in `status`, created since `since` (ms), before `before` (created_at, id)."""
+        clauses, args = ["workspace_id = $1", "kind = 'flow'"], [workspace]
+        if paths is not None:
+            marks = []
+            for path in paths:
+                args.append(path)
+                marks.append(f"${len(args)}")
+            clauses.append(f"path IN ({', '.join(marks)})")
+        if namespace is not None:
+            prefix = f"f/{namespace}/"
+            args += [len(prefix), prefix]
+            clauses.append(f"substr(path, 1, ${len(args) - 1}) = ${len(args)}")
+        if status is not None:
+            args.append(status)
+            clauses.append(f"status = ${len(args)}")
+        if since is not None:
+            args.append(since)
+            clauses.append(f"created_at >= ${len(args)}")
         if before is not None:
             args += list(before)
             clauses.append(f"(created_at < ${len(args) - 1} OR (created_at = ${len(args) - 1} AND id < ${len(args)}))")

@@ -540,7 +540,8 @@ class Jobs:
             return Outcome("FAILED", error={"name": "DependencyInstallError", "message": error.message})
         forkserver, code = self._prepare(run.hash, run.path, run.content)
         child = ChildJob(
-            source=run.content, path=run.path, args=args, env=self._env(job, run, role),
+            source=run.content, path=run.path, args=args,
+            env=self._env(job.id, job.workspace, run.path, run.created_by, role, job.timeout_s, run.root_job, run.parent_job),
             sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
             memory_limit_mb=self.settings.job_memory_limit_mb,
             preprocessor_event=_decode(run.event), code=code,
@@ -631,21 +632,63 @@ class Jobs:
         await self.scripts.remember_lock(run.hash, environment.lock)
         return environment.path
 
-    def _env(self, job: QueuedJob, run: RunInput, role: str) -> dict[str, str]:
+    def _env(self, job_id: str, workspace: str, path: str, identity: str, role: str, timeout_s: float | None,
+             root_job: str | None, parent_job: str | None) -> dict[str, str]:
         """The WM_* environment Windmill scripts (and the wmill client) expect; the token acts
         as the run's identity with at most `role`."""
-        username = run.created_by or "anonymous"
-        ttl = int((job.timeout_s or self.settings.token_ttl_s) + 300)
-        token, _ = self.jwt.issue(username, ttl_s=ttl, job=job.id, cap=role)
+        username = identity or "anonymous"
+        ttl = int((timeout_s or self.settings.token_ttl_s) + 300)
+        token, _ = self.jwt.issue(username, ttl_s=ttl, job=job_id, cap=role)
         env = {
             "WM_BASE_URL": self.settings.internal_url, "BASE_INTERNAL_URL": self.settings.internal_url,
-            "WM_TOKEN": token, "WM_WORKSPACE": job.workspace, "WM_JOB_ID": job.id, "WM_JOB_PATH": run.path,
+            "WM_TOKEN": token, "WM_WORKSPACE": workspace, "WM_JOB_ID": job_id, "WM_JOB_PATH": path,
             "WM_USERNAME": username, "WM_EMAIL": f"{username}@flowmill.local", "WM_PERMISSIONED_AS": f"u/{username}",
-            "WM_STATE_PATH": f"{run.path}/state", "WM_STATE_PATH_NEW": f"{run.path}/state",
-            "FLOWMILL_JOB_ID": job.id,
+            "WM_STATE_PATH": f"{path}/state", "WM_STATE_PATH_NEW": f"{path}/state",
+            "FLOWMILL_JOB_ID": job_id,
         }
-        if run.root_job:
-            env["WM_ROOT_FLOW_JOB_ID"] = run.root_job
-        if run.parent_job:
-            env["WM_FLOW_JOB_ID"] = run.parent_job
+        if root_job:
+            env["WM_ROOT_FLOW_JOB_ID"] = root_job
+        if parent_job:
+            env["WM_FLOW_JOB_ID"] = parent_job
         return env
+
+    async def run_code(
+        self, job_id: str, workspace: str, path: str, identity: str, role: str, source: str, args: dict[str, Any],
+        timeout_s: float | None, on_line: Any, cancel: CancelToken | None = None, root_job: str | None = None,
+    ) -> Outcome:
+        """Run `source`'s `main(**args)` in a walled-off child as part of run `job_id` (a Python
+        task of a flow): its packages installed as a script's are, its token that of the run.
+        `on_line(ts, stream, text)` takes its output lines. Cancelled with the task awaiting it."""
+        digest = hashlib.sha256(source.encode()).hexdigest()[:32]
+        requirements = self._requirements.get(digest)
+        if requirements is None:
+            requirements = self._requirements[digest] = infer_requirements(source)
+        environment = None
+        if requirements:
+            try:
+                environment = (await asyncio.to_thread(ensure_environment, requirements, self.cache_dir)).path
+            except InstallError as error:
+                return Outcome("FAILED", error={"name": "DependencyInstallError", "message": error.message})
+        forkserver, code = self._prepare(digest, path, source)
+        child = ChildJob(
+            source=source, path=path, args=args, env=self._env(job_id, workspace, path, identity, role, timeout_s,
+                                                               root_job, job_id),
+            sys_path=[str(environment)] if environment else [], timeout_s=timeout_s,
+            memory_limit_mb=self.settings.job_memory_limit_mb, code=code,
+        )
+        handle = await forkserver.submit(child, on_line)
+        try:
+            outcome = await asyncio.shield(handle.outcome)
+        except asyncio.CancelledError:
+            handle.cancel()
+            raise
+        if outcome.status == "success":
+            return Outcome("SUCCESS", result=outcome.result)
+        error = dict(outcome.error or {})
+        if outcome.status == "timeout":
+            error = {"name": "Timeout", "message": f"the task took longer than its timeout of {timeout_s:g} s"}
+        elif outcome.status == "crashed":
+            error = {"name": "Crashed", "message": f"the task's process ended without a result: {outcome.exit_reason}"}
+        elif outcome.status == "cancelled":
+            error = {"name": "Cancelled", "message": "cancelled while running"}
+        return Outcome(_CHILD_STATUS[outcome.status], error=error)

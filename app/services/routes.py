@@ -351,8 +351,8 @@ class Routes:
         if spec.request_type not in REQUEST_TYPES:
             raise BadRequest(f"requestType must be one of {', '.join(REQUEST_TYPES)}")
         if spec.runnable is not None:
-            if spec.runnable.kind != "script":
-                raise BadRequest("a route runs a script (flows cannot be attached until flows exist)")
+            if spec.runnable.kind not in ("script", "flow"):
+                raise BadRequest("a route runs a script or a flow (runnable.kind script or flow)")
             if not spec.runnable.path.strip("/"):
                 raise BadRequest("runnable.path is empty")
         if spec.static is not None:

@@ -33,7 +33,7 @@ import msgspec
 from croniter import CroniterError, croniter
 
 from app.engine import queue
-from app.errors import BadRequest, Conflict, Forbidden, InvalidArguments, NotFound
+from app.errors import BadRequest, Conflict, FlowmillError, Forbidden, InvalidArguments, NotFound
 from app.security.vault import Vault
 from app.services.actor import Actor, at_least, now_ms, refuse_run_token
 from app.services.jobs import Jobs, Trigger as RunTrigger
@@ -77,6 +77,7 @@ class Webhook(msgspec.Struct, frozen=True):
     secret: str | None
     run_as: str  # who last created or changed it: its runs act as them
     enabled: bool
+    kind: str = "script"  # what it runs: a script or a flow
 
 
 def _cron(expression: str) -> tuple[str, bool]:
@@ -120,6 +121,8 @@ def tick_job_id(trigger_id: str, tick_ms: int) -> str:
 
 
 class Triggers:
+    executions: Any = None  # app.services.executions.Executions: set once built, for flows
+
     def __init__(self, db: Database, vault: Vault, jobs: Jobs) -> None:
         self.db = db
         self.vault = vault
@@ -206,14 +209,19 @@ class Triggers:
         """The column values of a valid spec (from `key` to `next_fire_at`); BadRequest otherwise."""
         if spec.kind not in KINDS:
             raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
-        if spec.runnable.kind != "script":
-            raise BadRequest("a trigger runs a script (flows cannot be attached until flows exist)")
+        if spec.runnable.kind not in ("script", "flow"):
+            raise BadRequest("a trigger runs a script or a flow (runnable.kind script or flow)")
         path = spec.runnable.path.strip("/")
-        version = await self.jobs.scripts.latest(actor.workspace, path)  # NotFound when there is no such script
-        if spec.kind == "schedule" and spec.enabled:
+        if spec.runnable.kind == "flow":
+            assert self.executions is not None
+            await self.executions.check_start(actor.workspace, path, spec.args if spec.kind == "schedule" else None)
+        elif spec.kind == "schedule" and spec.enabled:
+            version = await self.jobs.scripts.latest(actor.workspace, path)  # NotFound when there is no such script
             # Its references resolve at each tick, with the rights its editor has then. A
             # disabled one is not checked: one whose script changed can be switched off as it is.
             self.jobs.arguments.check(version, spec.args, refs=True)
+        else:
+            await self.jobs.scripts.latest(actor.workspace, path)  # NotFound when there is no such script
         if spec.catch_up not in CATCH_UP:
             raise BadRequest(f"catchUp must be one of {', '.join(CATCH_UP)}")
         if len(spec.summary) > 1000 or len(spec.description) > 10_000:
@@ -255,7 +263,8 @@ class Triggers:
                 self._webhooks.clear()
             row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM run_trigger WHERE key = $1 AND kind = 'webhook'", key)
             self._webhooks[key] = None if row is None else Webhook(
-                row["id"], row["workspace_id"], row["runnable_path"], self._secret(row), row["updated_by"], bool(row["enabled"])
+                row["id"], row["workspace_id"], row["runnable_path"], self._secret(row), row["updated_by"], bool(row["enabled"]),
+                row["runnable_kind"] or "script",
             )
         return self._webhooks[key]
 
@@ -310,6 +319,8 @@ class Triggers:
         )
         # The role is the run's business: looked up when it starts (Jobs.run_script).
         actor = Actor(row["updated_by"] or None, row["workspace_id"], None)
+        if row["runnable_kind"] == "flow":
+            return await self._fire_flow(row, actor, ticks, advance)
         try:
             version = await self.jobs.scripts.for_run(row["workspace_id"], row["runnable_path"])
         except NotFound:
@@ -329,6 +340,23 @@ class Triggers:
                 self.jobs.submit(tick_job_id(row["id"], tick), row["workspace_id"], version, tick)
                 started += 1
         self.jobs.started["schedule"] += started
+        return started
+
+    async def _fire_flow(self, row: Row, actor: Actor, ticks: list[int], advance: Statement) -> int:
+        """A schedule's ticks of a flow: one execution each, then the schedule moves on (an
+        execution's id is made from its tick: a tick fired twice, by two processes or again
+        after a crash, starts one)."""
+        started = 0
+        assert self.executions is not None
+        for tick in ticks:
+            try:
+                await self.executions.start(actor, row["runnable_path"], msgspec.json.decode(row["args"]),
+                                            RunTrigger("schedule", row["id"]), at_ms=tick,
+                                            job_id=tick_job_id(row["id"], tick))
+                started += 1
+            except FlowmillError as error:
+                log.warning("schedule %s: the flow %s did not start: %s", row["id"], row["runnable_path"], error.message)
+        await self.db.write(advance)
         return started
 
     def _unfit(self, version: dict[str, Any], args: str) -> dict[str, Any] | None:

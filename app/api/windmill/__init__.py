@@ -7,7 +7,8 @@ Modules: `jobs` (runs, results, cancel, progress), `items` (variables, resources
 state, flow user state), `approvals` (resume URLs), `users` (whoami, tokens, version);
 `routes` mounts them. Handlers are thin: the work is the native services'.
 
-Not there (answered plainly, never faked): flows (`jobs/run/f/...` is a 404), suspending a
+Flows run by path (`jobs/run/f/<namespace>/<name>`, `wmill.run_flow_async`). Not there
+(answered plainly, never faked): suspending a
 run for an approval (the resume URLs answer 409), a retry policy per run (400).
 """
 

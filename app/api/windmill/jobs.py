@@ -194,10 +194,14 @@ async def run_wait_by_hash(request: Request, digest: str) -> Response[Any]:
     return await _run_and_wait(request, digest=digest)
 
 
-@post("/jobs/run/f/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False}, status_code=201)
-async def run_flow(request: Request, path: str) -> None:
-    """Flows are not part of Flowmill yet: a plain 404 rather than a faked run."""
-    raise NotFound(f"no flow at {path.lstrip('/')}; flows are not available yet")
+@post("/jobs/run/f/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS},
+      status_code=201)
+async def run_flow(request: Request, path: str) -> Response[str]:
+    """Queue an execution of the flow at `f/<namespace>/<name>` with the body as its inputs
+    (`wmill.run_flow_async`); answered with its id, as text."""
+    services, actor = context(request)
+    started = await services.executions.start(actor, path.lstrip("/"), await json_body(request), TRIGGER)
+    return Response(started.execution_id, media_type=MediaType.TEXT, status_code=201)
 
 
 async def _job(request: Request, job_id: str) -> tuple[Services, Actor, dict[str, Any]]:
