@@ -140,11 +140,13 @@ class Flows:
     def _parse(self, text: str) -> tuple[Flow | None, list[FlowError]]:
         if len(text) > MAX_YAML_BYTES or len(text.encode()) > MAX_YAML_BYTES:
             raise TooLarge(f"a flow's YAML is limited to {MAX_YAML_BYTES} bytes")
-        errors = list(validate(text, self.catalog))
         try:
+            errors = list(validate(text, self.catalog))
             flow = load(text)
         except FlowInvalid as invalid:
             return None, errors or list(invalid.errors)
+        except RecursionError:  # PyYAML composes nested collections recursively: a few hundred levels
+            return None, [FlowError("", "the YAML is nested too deeply")]
         if errors:
             return None, errors
         for field, value in (("namespace", flow.namespace), ("name", flow.name)):

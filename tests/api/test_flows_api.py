@@ -169,6 +169,9 @@ def test_validate(server: FlowmillServer, api: httpx.Client) -> None:
     assert set(body["errors"][0]) == {"path", "message", "line", "column"}
     structure = api.post("/api/v1/flows/validate", json={"yamlContent": "name: n\nnamespace: team\n"}).json()
     assert structure["valid"] is False and "tasks" in [e["path"] for e in structure["errors"]]
+    deep = api.post("/api/v1/flows/validate", json={"yamlContent": "name: " + "[" * 5000 + "]" * 5000})
+    assert deep.status_code == 200 and deep.json()["valid"] is False
+    assert api.post("/api/v1/flows", json={"yamlContent": "name: " + "[" * 5000 + "]" * 5000}).status_code == 422
     too_large = api.post("/api/v1/flows/validate", json={"yamlContent": "#" * (600 * 1024)})
     assert too_large.status_code == 413
     assert server.count("flow") == before

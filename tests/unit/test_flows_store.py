@@ -22,7 +22,8 @@ EDITOR = Actor("ed", "main", "editor")
 
 
 def flow_yaml(name: str, message: str = "hi") -> str:
-    return f"name: {name}\nnamespace: team\ntasks:\n  - name: say\n    type: util.log\n    properties:\n      message: {message}\n"
+    return (f"name: {name}\nnamespace: team\n"
+            f"tasks:\n  - name: say\n    type: util.log\n    properties:\n      message: {message}\n")
 
 
 def run_on(backend: str, scenario: Callable[[Flows, Database], Awaitable[None]]) -> None:

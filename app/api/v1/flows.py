@@ -145,7 +145,9 @@ async def validate_flow(request: Request, data: ValidateIn) -> Validation:
 @post("/flows/import", opt={"role": "editor", "audit": "flow.import"}, status_code=201)
 async def import_flow(
     request: Request, data: FlowExport,
-    overwrite: bool = Parameter(default=False, description="a flow of that namespace and name gets the YAML as its next revision"),
+    overwrite: bool = Parameter(
+        default=False, description="a flow of that namespace and name gets the YAML as its next revision"
+    ),
 ) -> FlowOut:
     """A flow from an export (of this workspace or another); 409 when one of that namespace and
     name exists, unless `overwrite`. The import starts its own history: its revisions are not replayed."""
