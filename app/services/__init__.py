@@ -19,6 +19,7 @@ from app.security.vault import Vault, load_master_key
 from app.services.accounts import Accounts
 from app.services.audit import AuditLog
 from app.services.credentials import Credentials
+from app.services.flows import Flows
 from app.services.instance import InstanceSettings
 from app.services.jobs import Jobs
 from app.services.kv import KeyValueStore
@@ -52,6 +53,7 @@ class Services:
     routes: Routes
     static: StaticFiles
     triggers: Triggers
+    flows: Flows
     instance: InstanceSettings
     retention: Retention
 
@@ -164,6 +166,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
         routes=Routes(db, vault, instance),
         static=StaticFiles(db),
         triggers=Triggers(db, vault, jobs),
+        flows=Flows(db, None),  # TODO(lead): services.plugins, the plugin catalogue flows are validated against
         instance=instance,
         retention=Retention(db, retention_policy(settings), settings.retention_interval_s),
     )

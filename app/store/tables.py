@@ -297,6 +297,57 @@ class Trigger(Table, tablename="run_trigger"):
     updated_by = Varchar(length=64, default="")  # who the trigger's runs act as: its last editor
 
 
+class Flow(Table, tablename="flow"):
+    """A YAML flow and the revision it is at; unique on (workspace_id, namespace, name). Its
+    name, namespace, description and labels are read from its YAML when it is saved."""
+
+    id = Varchar(length=36, primary_key=True)
+    workspace_id = Varchar(length=64)
+    namespace = Varchar(length=200)
+    name = Varchar(length=200)
+    description = Text(default="")
+    labels = Text(default="{}")  # JSON object of strings
+    yaml = Text()
+    revision = Integer()  # the latest revision (1, 2, ...)
+    hash = Varchar(length=32)  # of `yaml`: the flow_version a run of it loads
+    created_by = Varchar(length=64)
+    created_at = BigInt()
+    updated_by = Varchar(length=64)
+    updated_at = BigInt()
+
+
+class FlowVersion(Table, tablename="flow_version"):
+    """One save of a flow's YAML (a revision), with its author and time; primary key
+    (flow_id, revision). `hash` (sha256 of the YAML, 32 hex) is what a run of the flow keeps
+    in `job.script_hash`: two revisions with the same YAML share it."""
+
+    hash = Varchar(length=32)
+    flow_id = Varchar(length=36)
+    revision = Integer()
+    yaml = Text()
+    created_by = Varchar(length=64)
+    created_at = BigInt()
+
+
+class Approval(Table, tablename="approval"):
+    """A `flow.approval` task waiting for (or given) a decision. `form` is the form asked (JSON),
+    `form_values` what the decider filled in (JSON): not `values`, a reserved word in SQL."""
+
+    id = Varchar(length=36, primary_key=True)
+    workspace_id = Varchar(length=64)
+    job_id = Varchar(length=36)
+    task = Varchar(length=255)
+    message = Text(default="")
+    form = Text(null=True, default=None)
+    role = Varchar(length=16, null=True, default=None)  # the least role that may decide
+    status = Varchar(length=16)  # PENDING, APPROVED, REJECTED or TIMED_OUT
+    form_values = Text(null=True, default=None)
+    decided_by = Varchar(length=64, null=True, default=None)
+    decided_at = BigInt(null=True, default=None)
+    created_at = BigInt()
+    expires_at = BigInt(null=True, default=None)
+
+
 TABLES = [
     Workspace, AppUser, Member, ApiToken, Credential, KvEntry, AuditEntry, InstanceSetting,
     ScriptVersion, Script, Job, JobLog, Variable, Resource, ResourceType, Route, StaticFile, Trigger,

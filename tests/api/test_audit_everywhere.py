@@ -108,6 +108,26 @@ def _route(c: httpx.Client, w: str) -> dict[str, Any]:
     return _made(c, "POST", f"{v1(w)}/routes", json=_route_body(c, w)).json()
 
 
+def _flow_yaml(name: str, message: str = "hi") -> str:
+    return (f"name: {name}\nnamespace: audit\n"
+            f"tasks:\n  - name: say\n    type: util.log\n    properties:\n      message: {message}\n")
+
+
+def _flow(c: httpx.Client, w: str) -> dict[str, Any]:
+    return _made(c, "POST", f"{v1(w)}/flows", json={"yamlContent": _flow_yaml(f"flow{_n()}")}).json()
+
+
+def _flow_update(c: httpx.Client, w: str) -> Request:
+    flow = _flow(c, w)
+    return "PUT", f"{v1(w)}/flows/{flow['id']}", {"json": {"yamlContent": _flow_yaml(flow["name"], "changed")}}
+
+
+def _flow_restore(c: httpx.Client, w: str) -> Request:
+    flow = _flow(c, w)
+    _made(c, "PUT", f"{v1(w)}/flows/{flow['id']}", json={"yamlContent": _flow_yaml(flow["name"], "changed")})
+    return "POST", f"{v1(w)}/flows/{flow['id']}/revisions/1/restore", {}
+
+
 def _zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
@@ -219,6 +239,14 @@ CHANGES: dict[str, Change] = {
     "POST /api/v1/triggers": Change("trigger.create", lambda c, w: ("POST", f"{v1(w)}/triggers", {"json": _webhook_body(c, w)})),
     "PUT /api/v1/triggers/{trigger_id}": Change("trigger.update", lambda c, w: _trigger_update(c, w)),
     "DELETE /api/v1/triggers/{trigger_id}": Change("trigger.delete", lambda c, w: ("DELETE", f"{v1(w)}/triggers/{_trigger(c, w)['id']}", {})),
+    # -- flows --
+    "POST /api/v1/flows": Change("flow.create", lambda c, w: (
+        "POST", f"{v1(w)}/flows", {"json": {"yamlContent": _flow_yaml(f"flow{_n()}")}})),
+    "PUT /api/v1/flows/{flow_id}": Change("flow.update", lambda c, w: _flow_update(c, w)),
+    "DELETE /api/v1/flows/{flow_id}": Change("flow.delete", lambda c, w: ("DELETE", f"{v1(w)}/flows/{_flow(c, w)['id']}", {})),
+    "POST /api/v1/flows/import": Change("flow.import", lambda c, w: (
+        "POST", f"{v1(w)}/flows/import", {"json": {"yamlContent": _flow_yaml(f"flow{_n()}")}})),
+    "POST /api/v1/flows/{flow_id}/revisions/{rev}/restore": Change("flow.restore", lambda c, w: _flow_restore(c, w)),
     # -- the Windmill API --
     "POST /api/w/{workspace}/variables/create": Change("variable.create", lambda c, w: (
         "POST", f"{wm(w)}/variables/create", {"json": {"path": f"f/audit/v{_n()}", "value": "x"}})),
@@ -259,6 +287,7 @@ CHANGES_NOTHING: dict[str, Prepare] = {
     "POST /api/v1/routes/openapi/export": lambda c, w: ("POST", f"{v1(w)}/routes/openapi/export", {"json": {}}),
     "POST /api/v1/routes/openapi/export/curl": lambda c, w: ("POST", f"{v1(w)}/routes/openapi/export/curl", {"json": {}}),
     "POST /api/v1/triggers/preview": lambda c, w: ("POST", f"{v1(w)}/triggers/preview", {"json": {"cron": "* * * * *"}}),
+    "POST /api/v1/flows/validate": lambda c, w: ("POST", f"{v1(w)}/flows/validate", {"json": {"yamlContent": _flow_yaml("v")}}),
     "POST /auth/login": lambda c, w: ("POST", "/auth/login", {"json": {"username": "admin", "password": PASSWORD}}),
 }
 
