@@ -14,6 +14,7 @@ from app.engine.forkserver import ForkServer, ForkServerError, WallSettings
 from app.engine.masks import Masks
 from app.engine.retention import Policy, Retention
 from app.errors import StartupError
+from app.plugins import Registry, default_registry
 from app.security.tokens import JwtCodec, load_signing_key
 from app.security.vault import Vault, load_master_key
 from app.services.accounts import Accounts
@@ -54,6 +55,7 @@ class Services:
     triggers: Triggers
     instance: InstanceSettings
     retention: Retention
+    plugins: Registry  # the task types of flows (app.plugins), built-in and installed
 
     async def start(self) -> None:
         """Start the fork server, recover interrupted runs, start the executor, the schedules
@@ -166,6 +168,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
         triggers=Triggers(db, vault, jobs),
         instance=instance,
         retention=Retention(db, retention_policy(settings), settings.retention_interval_s),
+        plugins=default_registry(),
     )
 
 
