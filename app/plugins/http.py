@@ -38,7 +38,7 @@ def _tls() -> ssl.SSLContext:
 async def request(properties: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Send the request (again on a connect error or 5xx, `retries` times); `{status, headers, body}`.
     TaskFailed when it cannot be sent, times out, is too large, or its status is not accepted."""
-    url = _http_url(properties["url"])
+    url = _http_url(properties["url"]).copy_merge_params(properties.get("query") or {})
     method = properties["method"]
     timeout_s = seconds(properties["timeout"], "timeout")
     interval_s = seconds(properties["retryInterval"], "retryInterval")
@@ -86,9 +86,11 @@ def _http_url(url: str) -> httpx.URL:
 def _request_arguments(properties: dict[str, Any]) -> dict[str, Any]:
     """httpx's keyword arguments for the body, headers, query and auth of the request."""
     headers = dict(properties.get("headers") or {})
-    send: dict[str, Any] = {"headers": headers, "params": properties.get("query") or None}
-    if "json" in properties:
-        send["json"] = properties["json"]
+    send: dict[str, Any] = {"headers": headers}
+    if "json" in properties:  # encoded here: httpx reads `json=None` as no body, and null is a JSON body
+        send["content"] = json.dumps(properties["json"], ensure_ascii=False, separators=(",", ":")).encode()
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
     elif "body" in properties:
         send["content"] = properties["body"].encode()
     elif "form" in properties:
@@ -151,6 +153,7 @@ _AUTH = {"oneOf": [
     obj({"type": {"const": "bearer"}, "token": {"type": "string"}}, ["type", "token"]),
 ], "description": "basic {username, password} or bearer {token}"}
 _STATUS = {"type": "integer", "minimum": 100, "maximum": 599}
+_ONE_BODY = {"not": {}, "description": "one body at most: json, body or form"}
 
 INPUT_SCHEMA = obj(
     {
@@ -174,9 +177,8 @@ INPUT_SCHEMA = obj(
                               "description": "a status of 400 or more is an output, not a failure"},
     },
     ["url"],
-    # One body at most.
-    dependentSchemas={"json": {"properties": {"body": False, "form": False}},
-                      "body": {"properties": {"form": False}}},
+    dependentSchemas={"json": {"properties": {"body": _ONE_BODY, "form": _ONE_BODY}},
+                      "body": {"properties": {"form": _ONE_BODY}}},
 )
 
 PLUGINS = [

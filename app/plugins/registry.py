@@ -224,7 +224,14 @@ def _validator(schema: dict[str, Any], check: bool) -> Draft202012Validator:
 
 def _problems(validator: Draft202012Validator, value: Any, root: str) -> list[str]:
     errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
-    return [f"{_path(root, error)}: {_cut(error.message)}" for error in errors]
+    return [f"{_path(root, error)}: {_message(error)}" for error in errors]
+
+
+def _message(error: ValidationError) -> str:
+    # `{"not": {}, "description": why}` forbids a property (given another): say why, not the schema.
+    if error.validator == "not" and error.validator_value == {} and isinstance(error.schema, dict):
+        return f"not allowed: {error.schema.get('description') or 'in this combination'}"
+    return _cut(error.message)
 
 
 def _path(root: str, error: ValidationError) -> str:
