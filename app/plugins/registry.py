@@ -28,6 +28,7 @@ import importlib.metadata
 import inspect
 import logging
 import re
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -204,7 +205,9 @@ class Registry:
         except TaskFailed:
             raise
         except Exception as error:  # a plugin's bug is its task's failure, not the server's
-            log.warning("plugin %s failed in task %s", type_id, getattr(ctx, "task_name", "?"), exc_info=True)
+            # Where, not what: the message may quote a credential, and the server's log is not masked.
+            log.warning("plugin %s failed with %s (a bug of the plugin?) at:\n%s", type_id, type(error).__name__,
+                        "".join(traceback.format_tb(error.__traceback__)).rstrip())
             raise TaskFailed(type(error).__name__, getattr(error, "message", None) or str(error)) from error
         if output is None:
             output = {}
