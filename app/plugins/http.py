@@ -67,7 +67,7 @@ async def request(properties: dict[str, Any], ctx: TaskContext) -> dict[str, Any
             break
     body = _decode(content, headers.get("content-type", ""), charset)
     if not accepted:
-        quoted = (content[:QUOTED].decode(charset or "utf-8", errors="replace") if content else "").strip()
+        quoted = _text(content[:QUOTED], charset).strip()
         name = "UnexpectedStatus" if "expectStatus" in properties else "HttpStatus"
         raise TaskFailed(name, f"{method} {url} answered {status}" + (f": {quoted}" if quoted else ""))
     return {"status": status, "headers": headers, "body": body}
@@ -143,7 +143,14 @@ def _decode(content: bytes, content_type: str, charset: str | None) -> Any:
             return json.loads(content)
         except ValueError:
             pass  # a server that says JSON and sends something else: its text
-    return content.decode(charset or "utf-8", errors="replace")
+    return _text(content, charset)
+
+
+def _text(content: bytes, charset: str | None) -> str:
+    try:
+        return content.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return content.decode("utf-8", errors="replace")
 
 
 _SCALAR = {"type": ["string", "number", "boolean"]}
