@@ -63,6 +63,25 @@ def _webhook(server: Flowmill) -> None:
     })
 
 
+THREE_TASKS = """\
+name: three
+namespace: bench
+inputs:
+  - {name: x, type: integer, default: 0}
+tasks:
+  - {name: first, type: util.set, properties: {value: "{{ inputs.x }}"}}
+  - {name: second, type: util.set, properties: {value: "{{ outputs.first.value + 1 }}"}}
+  - {name: third, type: util.log, properties: {message: "got {{ outputs.second.value }}"}}
+"""
+
+
+def _flow_webhook(server: Flowmill) -> None:
+    server.call("POST", "/api/v1/flows", json={"yamlContent": THREE_TASKS})
+    server.call("POST", "/api/v1/triggers", json={
+        "kind": "webhook", "key": "bench-flow-hook", "runnable": {"kind": "flow", "path": "f/bench/three"},
+    })
+
+
 def _put_hot(server: Flowmill) -> None:
     server.call("PUT", "/api/v1/kv/bench/hot", json={"n": 1})
 
@@ -79,4 +98,5 @@ SCENARIOS = [
     Scenario("route_async_32", "POST", "/api/r/bench/async", '{"x": 1}', 32, "POST", prepare=_route("bench/async", "async")),
     Scenario("webhook_32", "POST", "/api/v1/webhook/bench-hook", '{"x": 1}', 32, "POST", prepare=_webhook),
     Scenario("route_sync_16", "POST", "/api/r/bench/sync", '{"x": 1}', 16, "POST", prepare=_route("bench/sync", "sync")),
+    Scenario("flow_webhook_32", "POST", "/api/v1/webhook/bench-flow-hook", '{"x": 1}', 32, "POST", prepare=_flow_webhook),
 ]

@@ -118,7 +118,7 @@ class FlowRunner:
         self._flows: dict[str, Flow] = {}  # by version hash: parsed once
         # Set by whoever builds the runner (app/services/executions.py): the parts of the
         # server a turn needs, kept out of the constructor so that the flow package imports no service.
-        self.version_of: Callable[[str, str], Awaitable[dict[str, Any]]]
+        self.version_of: Callable[[str, str], Awaitable[Any]]  # .yaml of a flow version
         self.identity_of: Callable[[QueuedJob], Awaitable[tuple[str, str, str, dict[str, Any]]]]
         self.lookup_for: Callable[[Execution], Lookup]
         self.plugin_body: TaskBody
@@ -317,7 +317,7 @@ class FlowRunner:
             if len(self._flows) > 1024:
                 self._flows.clear()
             version = await self.version_of(workspace, digest)
-            flow = self._flows[digest] = load(version["yaml"])
+            flow = self._flows[digest] = load(version.yaml)
         return flow
 
     async def _steps(self, job_id: str) -> list[Any]:

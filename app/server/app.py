@@ -18,7 +18,10 @@ import app as flowmill
 from app.api.windmill import windmill_routers
 from app.api import inbound
 from app.api.context import bound_typed_body
-from app.api.v1 import audit, auth, credentials, flows, health, jobs, kv, routes, scripts, triggers, variables, workspaces
+from app.api.v1 import (
+    approvals, audit, auth, credentials, executions, flows, health, jobs, kv, plugins, routes, scripts, triggers, variables,
+    workspaces,
+)
 from app.server.audit import check_declared
 from app.server.errors import EXCEPTION_HANDLERS
 from app.server.logs import AccessLog
@@ -30,7 +33,7 @@ from app.services import Services
 # Resources that belong to a workspace: served at /api/v1/... (main) and /api/v1/w/{workspace}/...
 WORKSPACE_HANDLERS = [
     *credentials.HANDLERS, *kv.HANDLERS, *audit.HANDLERS, *scripts.HANDLERS, *jobs.HANDLERS, *variables.HANDLERS,
-    *routes.HANDLERS, *triggers.HANDLERS, *flows.HANDLERS,
+    *routes.HANDLERS, *triggers.HANDLERS, *flows.HANDLERS, *executions.HANDLERS, *approvals.HANDLERS, *plugins.HANDLERS,
 ]
 
 

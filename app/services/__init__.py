@@ -14,11 +14,14 @@ from app.engine.forkserver import ForkServer, ForkServerError, WallSettings
 from app.engine.masks import Masks
 from app.engine.retention import Policy, Retention
 from app.errors import StartupError
+from app.plugins import Registry, default_registry
 from app.security.tokens import JwtCodec, load_signing_key
 from app.security.vault import Vault, load_master_key
 from app.services.accounts import Accounts
 from app.services.audit import AuditLog
 from app.services.credentials import Credentials
+from app.services.executions import Executions
+from app.services.flow_approvals import FlowApprovals
 from app.services.flows import Flows
 from app.services.instance import InstanceSettings
 from app.services.jobs import Jobs
@@ -54,8 +57,11 @@ class Services:
     static: StaticFiles
     triggers: Triggers
     flows: Flows
+    executions: Executions
+    approvals: FlowApprovals
     instance: InstanceSettings
     retention: Retention
+    plugins: Registry  # the task types of flows (app.plugins), built-in and installed
 
     async def start(self) -> None:
         """Start the fork server, recover interrupted runs, start the executor, the schedules
@@ -149,6 +155,13 @@ async def build_services(settings: Settings, db: Database) -> Services:
     lean_forkserver = ForkServer(run_dir, idle_children=min(4, settings.workers), lean=True, wall=wall)
     instance = InstanceSettings(db)
     jobs = Jobs(settings, db, scripts, resources, accounts, jwt, forkserver, lean_forkserver, masks)
+    plugins = default_registry()
+    flows = Flows(db, plugins)
+    kv = KeyValueStore(db, settings.kv_max_value_bytes)
+    approvals = FlowApprovals(db, jobs.executor)
+    executions = Executions(db, jobs, flows, plugins, vault, kv, variables, credentials, approvals)
+    triggers = Triggers(db, vault, jobs)
+    triggers.executions = executions
     return Services(
         settings=settings,
         db=db,
@@ -156,7 +169,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
         accounts=accounts,
         audit=AuditLog(db),
         credentials=credentials,
-        kv=KeyValueStore(db, settings.kv_max_value_bytes),
+        kv=kv,
         scripts=scripts,
         variables=variables,
         resources=resources,
@@ -165,10 +178,13 @@ async def build_services(settings: Settings, db: Database) -> Services:
         lean_forkserver=lean_forkserver,
         routes=Routes(db, vault, instance),
         static=StaticFiles(db),
-        triggers=Triggers(db, vault, jobs),
-        flows=Flows(db, None),  # TODO(lead): services.plugins, the plugin catalogue flows are validated against
+        triggers=triggers,
+        flows=flows,
+        executions=executions,
+        approvals=approvals,
         instance=instance,
         retention=Retention(db, retention_policy(settings), settings.retention_interval_s),
+        plugins=plugins,
     )
 
 

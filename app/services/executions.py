@@ -41,7 +41,7 @@ from app.services import audit
 from app.services.actor import Actor, lowest
 from app.services.credentials import Credentials
 from app.services.flow_approvals import FlowApprovals
-from app.services.flows import Flows
+from app.services.flows import FlowRecord, Flows, FlowVersion
 from app.services.jobs import Jobs, Trigger, job_view
 from app.services.kv import KeyValueStore
 from app.services.variables import Variables
@@ -97,12 +97,12 @@ class Executions:
 
     # -- starting ------------------------------------------------------------------------------------
 
-    def _flow(self, version: dict[str, Any]) -> Flow:
-        flow = self._parsed.get(version["hash"])
+    def _flow(self, version: FlowRecord | FlowVersion) -> Flow:
+        flow = self._parsed.get(version.hash)
         if flow is None:
             if len(self._parsed) > 1024:
                 self._parsed.clear()
-            flow = self._parsed[version["hash"]] = load(version["yaml"])
+            flow = self._parsed[version.hash] = load(version.yaml)
         return flow
 
     async def start(self, actor: Actor, path: str, inputs: Any, trigger: Trigger, parent: str | None = None,
@@ -130,7 +130,7 @@ class Executions:
             id=job_id, workspace=actor.workspace, kind="flow", path=f"f/{flow.namespace}/{flow.name}", args=args,
             status="RUNNING" if claimed else "QUEUED", trigger_kind=trigger.kind, trigger_detail=trigger.detail,
             created_by=actor.username or "", created_at=now, scheduled_for=at, policy=policy,
-            script_hash=version["hash"], request_id=actor.request_id, parent=parent, root=root,
+            script_hash=version.hash, request_id=actor.request_id, parent=parent, root=root,
             event=None if event is None else msgspec.json.encode(event).decode(),
             role_cap=actor.run_cap, worker=self.executor.worker_id,
         )
@@ -176,8 +176,9 @@ class Executions:
     async def _identity(self, job: QueuedJob) -> tuple[str, str, str, dict[str, Any]]:
         row = await self.db.fetchrow(
             "SELECT j.args, j.event, j.script_hash, j.created_by, j.created_at, j.trigger_kind, j.root_job, j.role_cap, "
-            "v.created_by AS author FROM job j LEFT JOIN flow_version v ON v.hash = j.script_hash "
-            "WHERE j.id = $1", job.id)
+            "(SELECT v.created_by FROM flow_version v JOIN flow f ON f.id = v.flow_id WHERE v.hash = j.script_hash "
+            "AND f.workspace_id = j.workspace_id ORDER BY v.revision DESC LIMIT 1) AS author FROM job j WHERE j.id = $1",
+            job.id)
         if row is None:
             raise RuntimeError(f"execution {job.id} is gone")
         identity = row["created_by"]
@@ -291,7 +292,7 @@ class Executions:
             version = await self.flows.version_by_hash(workspace, job["script_hash"])
         except NotFound:
             return None
-        return {**version, "flow": self._flow(version)}
+        return {"flow_id": version.flow_id, "revision": version.revision, "flow": self._flow(version)}
 
     def _summary(self, job: dict[str, Any], flow: dict[str, Any] | None, executed: int) -> dict[str, Any]:
         inputs = job["args"] or {}
@@ -317,7 +318,7 @@ class Executions:
             paths = [f"f/{flow.namespace}/{flow.name}"]
         if labels:
             wanted = dict(label.partition("=")[::2] for label in labels)
-            chosen = [f"f/{f.namespace}/{f.name}" for f in await self.flows.all(workspace)
+            chosen = [f.path for f in await self._all_flows(workspace, labels[0])
                       if all(f.labels.get(k) == v for k, v in wanted.items())]
             paths = chosen if paths is None else [p for p in paths if p in chosen]
         if status is not None and status not in queue.STATUSES:
@@ -338,6 +339,16 @@ class Executions:
             items.append(self._summary(job, await self._flow_of(workspace, job), 0))
         next_cursor = f"{rows[limit - 1]['created_at']}:{rows[limit - 1]['id']}" if len(rows) > limit else None
         return items, next_cursor
+
+    async def _all_flows(self, workspace: str, label: str) -> list[FlowRecord]:
+        found: list[FlowRecord] = []
+        cursor = None
+        while True:
+            page = await self.flows.list(workspace, label=label, cursor=cursor, limit=200)
+            found += page.items
+            if page.next_cursor is None or len(found) > 10_000:
+                return found
+            cursor = page.next_cursor
 
     # -- acting on one --------------------------------------------------------------------------------
 
