@@ -40,7 +40,8 @@ LOOP_FIELDS = frozenset({"index", "index0", "revindex", "revindex0", "first", "l
 MAX_LOOPS = 100_000  # loop iterations in one render
 MAX_INT_BITS = 8192  # a template's arithmetic stays within numbers this big
 MAX_SOURCE = 100_000  # characters of template text
-CREDENTIAL = re.compile(r"\$(\$?)\{([A-Z_][A-Z0-9_]*)\}")  # ${NAME}; $${NAME} writes ${NAME}
+# ${NAME} (a credential's name as app/services/credentials.py allows it); $${NAME} writes ${NAME}
+CREDENTIAL = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]{0,199})\}")
 _CRED_FUNCTION = "__credential"  # the name ${NAME} compiles to (users cannot write `_` names)
 
 _FORBIDDEN: dict[type[nodes.Node], str] = {

@@ -20,7 +20,7 @@ SCOPE: dict[str, Any] = {
     },
     "execution": {"id": "e-1", "flowId": "f-1", "namespace": "ns", "name": "flow", "startedAt": "2024-05-01T10:00:00+00:00", "trigger": {"kind": "manual"}, "error": None},
 }
-CREDENTIALS = {"API_TOKEN": "tok-3141592653", "OTHER": "other-secret"}
+CREDENTIALS = {"API_TOKEN": "tok-3141592653", "other": "other-secret"}
 KV = {("config", "limit"): 10, ("config", "world"): {"deep": True}}
 VARS = {"f/team/url": "https://example.com"}
 
@@ -147,9 +147,9 @@ def test_now_is_iso_text_in_utc() -> None:
 
 
 def test_credentials_render_and_are_reported_as_secrets() -> None:
-    result = asyncio.run(T.render({"h": "Bearer ${API_TOKEN}", "raw": "${OTHER}", "keep": "$${HOME} ${ lower }"}, SCOPE, Lookups()))
+    result = asyncio.run(T.render({"h": "Bearer ${API_TOKEN}", "raw": "${other}", "keep": "$${HOME} ${ spaced } ${1x}"}, SCOPE, Lookups()))
     assert isinstance(result, Rendered)
-    assert result.value == {"h": "Bearer tok-3141592653", "raw": "other-secret", "keep": "${HOME} ${ lower }"}
+    assert result.value == {"h": "Bearer tok-3141592653", "raw": "other-secret", "keep": "${HOME} ${ spaced } ${1x}"}
     assert result.secrets == {"tok-3141592653", "other-secret"}
 
 
