@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import textwrap
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from app.flows.model import FlowError
 from app.flows.validate import PluginCatalog, validate
@@ -47,11 +51,30 @@ MANIFESTS = [
     FakeManifest("flow.sequential", obj({}), control=True),
     FakeManifest("flow.parallel", obj({"concurrency": {"type": "integer", "minimum": 1}}), control=True),
     FakeManifest("flow.foreach", obj({"items": {"type": "array"}, "concurrency": {"type": "integer", "minimum": 1}}, ("items",)), control=True),
-    FakeManifest("flow.loop_until", obj({"condition": {"type": ["string", "boolean"]}, "interval": {"type": ["string", "number"]}, "maxIterations": {"type": "integer"}}, ("condition",)), control=True),
+    FakeManifest("flow.loop_until", obj({"condition": {"type": ["string", "boolean"]}, "interval": {"type": ["string", "number"]}, "maxIterations": {"type": "integer"}, "maxDuration": {"type": ["string", "number"]}}, ("condition",)), control=True),
     FakeManifest("flow.if", obj({"condition": {"type": ["string", "boolean"]}}, ("condition",)), control=True),
     FakeManifest("flow.switch", obj({"value": {}}, ("value",)), control=True),
     FakeManifest("flow.sleep", obj({"duration": {"type": ["string", "number"]}}, ("duration",)), control=True),
     FakeManifest("flow.fail", obj({"message": {"type": "string"}}, ("message",)), control=True),
+    FakeManifest(
+        "flow.subflow",
+        obj({"namespace": {"type": "string"}, "name": {"type": "string"}, "inputs": {"type": "object"}, "wait": {"type": "boolean"}}, ("namespace", "name")),
+        control=True,
+    ),
+    FakeManifest(
+        "flow.approval",
+        obj(
+            {
+                "message": {"type": "string"},
+                "form": {"type": "array"},
+                "role": {"enum": ["viewer", "executor", "editor", "admin"]},
+                "timeout": {"type": ["string", "number"]},
+                "default": {"enum": ["approve", "reject"]},
+            },
+            ("message",),
+        ),
+        control=True,
+    ),
 ]
 
 
@@ -373,3 +396,22 @@ def test_a_plugin_with_a_broken_schema_is_reported_not_raised() -> None:
 
 def test_a_document_that_is_not_a_mapping() -> None:
     assert [(e.path, e.line) for e in check("just text")] == [("", None)]
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "flows.md"
+EXAMPLES = re.findall(r"```yaml\n(.*?)```", REFERENCE.read_text(), re.S)
+
+
+def test_the_reference_has_an_example_for_every_construct() -> None:
+    text = "\n".join(EXAMPLES)
+    for construct in ("flow.sequential", "flow.parallel", "flow.if", "flow.switch", "flow.foreach", "flow.loop_until", "flow.subflow",
+                      "flow.sleep", "flow.approval", "flow.fail", "retry:", "timeout:", "runIf:", "allowFailure:", "disabled:",
+                      "outputs:", "errors:", "finally:", "concurrency:", "labels:", "${", "kv(", "vars(", "now()", "item", "index"):
+        assert construct in text, construct
+    for input_type in ("string", "integer", "number", "boolean", "select", "multiselect", "json", "datetime", "array", "secret"):
+        assert f"type: {input_type}" in text, input_type
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[re.search(r"name: (\S+)", e).group(1) for e in EXAMPLES])  # type: ignore[union-attr]
+def test_every_example_in_the_reference_is_valid(example: str) -> None:
+    assert validate(example, CATALOG) == []
