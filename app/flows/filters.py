@@ -59,9 +59,15 @@ def to_json(value: Any, indent: int | None = None) -> str:
     if indent is not None and (isinstance(indent, bool) or not isinstance(indent, int) or not 0 <= indent <= 8):
         raise SecurityError("json: indent is a number of spaces, 0 to 8")
     try:
-        return sized(json.dumps(value, ensure_ascii=False, indent=indent))
+        return sized(json.dumps(value, ensure_ascii=False, indent=indent, default=_not_json))
     except (TypeError, ValueError) as exc:
         raise SecurityError(f"json: not JSON data ({exc})") from None
+
+
+def _not_json(value: Any) -> Any:
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises, naming what is missing
+    raise TypeError(f"{type(value).__name__} is not data")
 
 
 def from_json(value: Any) -> Any:

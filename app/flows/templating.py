@@ -187,11 +187,14 @@ def _run(compiled: _Compiled, names: dict[str, Any]) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """The value of a one-expression template as data: Jinja's tuples become lists, and an
-    undefined value or a Python object is an error rather than a result."""
-    if value is None or isinstance(value, (str, bool, int, float, dict, list)):
+    """The value of a one-expression template as data, copied: Jinja's tuples become lists, an
+    undefined value anywhere in it is an error, and so is any Python object (`[loop]`). The
+    copy also keeps a plugin that changes its properties from changing another task's outputs."""
+    if value is None or isinstance(value, (str, bool, int, float)):
         return value
-    if isinstance(value, tuple):
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     if isinstance(value, Undefined):
         str(value)  # StrictUndefined raises, naming what is missing

@@ -114,6 +114,19 @@ def test_undefined_names_and_keys_are_errors() -> None:
     assert failure("{{ inputs.tags[5] }}")
 
 
+def test_an_undefined_value_inside_a_list_or_object_is_an_error_too() -> None:
+    assert "'nope' is undefined" in failure("{{ [1, nope] }}")
+    assert "'nope' is undefined" in failure("{{ {'a': {'b': nope}} }}")
+    assert "has no attribute 'missing'" in failure("{{ outputs.fetch.body['items'] | map(attribute='missing') }}")
+    assert "'nope' is undefined" in failure("text {{ [nope] }}")
+
+
+def test_a_rendered_value_is_a_copy_of_the_data_it_came_from() -> None:
+    value = render("{{ outputs.fetch.body }}")
+    value["items"].append("changed")
+    assert len(SCOPE["outputs"]["fetch"]["body"]["items"]) == 2
+
+
 def test_default_covers_missing_and_null_values() -> None:
     assert render("{{ outputs.fetch.missing | default('d') }}") == "d"
     assert render("{{ execution.error | default('no error') }}") == "no error"
@@ -315,6 +328,12 @@ PAYLOADS: list[tuple[str, bool]] = [
     ("{{ outputs | selectattr('__class__') | list }}", False),
     ("{{ outputs.fetch.body.items | map(attribute='__class__') | first }}", False),
     ("{% for x in [1] %}{{ loop.cycle }}{% endfor %}", False),
+    ("{% for x in [1] %}{{ [loop] }}{% endfor %}", False),
+    ("{% for x in [1] %}{% set l = loop %}{{ l[('_' ~ '_class_' ~ '_')] }}{% endfor %}", False),
+    ("{{ [kv] }}", True),
+    ("{{ [vars] }}", True),
+    ("{% for x in outputs recursive %}{{ loop(x) }}{% endfor %}", True),
+    ("{% set ns.x = 1 %}", True),
     ("{{ '%s' % inputs }}", False),
     ("{{ '%.999999999f' % 1 }}", False),
     ("{{ 'a' * 10**9 }}", False),
@@ -394,3 +413,38 @@ def test_rendering_forty_tasks_takes_well_under_10_ms() -> None:
     cold, warm = asyncio.run(measure())
     assert warm < 0.01, f"40 tasks rendered in {warm * 1000:.2f} ms"
     assert cold < 0.5  # compiling 81 templates, once
+
+
+# -- fuzzing: any text is data in, data out, or a TemplateError --------------------------------
+
+FRAGMENTS = [
+    "{{", "}}", "{%", "%}", " ", "inputs", "outputs", "execution", "item", "fetch", "body", "who", "tags", ".", "[", "]", "(", ")",
+    ",", "'a'", "'_'", "0", "1", "10", "-1", "|", "~", "+", "*", "**", "%", "/", "==", "and", "not", "if", "else", "endif", "for", "in",
+    "endfor", "set", "=", "x", "loop", "index", "kv", "vars", "now", "upper", "join", "map", "attribute=", "default", "json", "int",
+    "replace", "first", "attr", "format", "range", "lipsum", "cycler", "self", "config", "__class__", "__mro__", "__globals__",
+    "__init__", "__subclasses__", "import", "include", "os", "${API_TOKEN}", "$${X}", "raw", "endraw", "macro", "call",
+]
+
+
+def test_any_text_renders_to_data_or_a_template_error() -> None:
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    fragments = st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=12)
+    texts = st.one_of(fragments.map("".join), fragments.map(lambda parts: "{{ " + " ".join(parts) + " }}"))
+
+    @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(texts)
+    def one(text: str) -> None:
+        problem = T.check(text)
+        assert problem is None or isinstance(problem, str)
+        try:
+            value = render(text)
+        except TemplateError:
+            return
+        json.dumps(value)  # plain data only
+        assert not os.path.exists(CANARY)
+
+    one()
