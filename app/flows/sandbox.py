@@ -110,19 +110,21 @@ def now() -> str:
 
 
 def credential(name: str) -> str:
+    """What `${NAME}` compiles to: the credential's clear value, noted as a secret to mask."""
     value = _fetched("cred", (name,))
     STATE.get().secrets.add(value)
     return str(value)
 
 
-@pass_context
-def _loop_budget(context: Context, iterable: Any) -> list[Any]:
-    items = list(iterable) if not isinstance(iterable, (list, tuple)) else iterable
+@pass_context  # a context filter is never run at compile time (constant folding): it needs the state
+def _loop_budget(context: Context, iterable: Any) -> list[Any] | tuple[Any, ...]:
+    """What a `{% for %}` iterates over, counted against the render's budget of iterations."""
+    items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
     state = STATE.get()
     state.loops += len(items)
     if state.loops > MAX_LOOPS:
         raise SecurityError(f"a template looped more than {MAX_LOOPS} times")
-    return items  # type: ignore[return-value]
+    return items
 
 
 class DataEnvironment(ImmutableSandboxedEnvironment):

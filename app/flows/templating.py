@@ -82,6 +82,7 @@ class Templates:
         state = sandbox.RenderState()
         names = {**scope, **self._env.globals}  # built once: each template's context reads it as is
         while True:
+            state.loops = 0  # the loop budget is per attempt: a retry after a lookup starts over
             token = sandbox.STATE.set(state)
             try:
                 return Rendered(self._walk(value, names, state), state.secrets)

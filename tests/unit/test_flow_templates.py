@@ -186,6 +186,11 @@ def test_errors_mask_the_credentials_already_fetched() -> None:
     assert "tok-3141592653" not in message
 
 
+def test_the_loop_budget_starts_over_when_a_lookup_renders_again() -> None:
+    text = "{% for a in outputs.big.list %}{% for b in outputs.big.list[:60] %}{% endfor %}{% endfor %}{{ kv('config', 'limit') }}"
+    assert render(text) == "10"  # 61,000 iterations, rendered twice
+
+
 def test_lookups_are_bounded() -> None:
     many = "".join(f"{{{{ kv('ns', '{i}') }}}}" for i in range(60))
     assert "more than 50" in failure(many)
