@@ -1,4 +1,5 @@
-"""The inputs an execution of a flow is given, checked against the flow's typed `inputs`.
+"""A flow's typed inputs: how the YAML declares them, and the values an execution is given,
+checked against them.
 
 Values arrive as JSON, already typed: the text "3" is not an integer and is not turned into one
 (a caller that sends text where a number is wanted has a bug worth hearing about). A datetime
@@ -7,15 +8,14 @@ is ISO-8601 text and stays text; it is checked, not converted, so templates see 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.errors import BadRequest
-
-if TYPE_CHECKING:
-    from app.flows.model import Flow, FlowInput
+from app.flows.model import INPUT_TYPES, ITEM_TYPES, Flow, FlowInput
 
 
 def check_inputs(flow: Flow, given: dict[str, Any] | None) -> dict[str, Any]:
@@ -153,8 +153,6 @@ def _array(spec: FlowInput, value: Any) -> list[Any]:
 
 
 def _plain_item(type_: str) -> FlowInput:
-    from app.flows.model import FlowInput  # only the array check needs the class at run time
-
     return FlowInput(name="item", type=type_)
 
 
@@ -202,3 +200,176 @@ _CHECKS: dict[str, Any] = {
     "datetime": _datetime,
     "array": _array,
 }
+
+
+# -- declarations: the YAML `inputs` --------------------------------------------------------
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")  # as task names: read as inputs.<name> (or inputs['a-b'])
+FIELDS = (
+    "name", "type", "required", "default", "description", "values", "min", "max", "minLength", "maxLength", "pattern", "items",
+)
+NAME_RULE = "up to 100 letters, digits, '_' or '-', starting with a letter or '_'"
+
+
+def declared(value: Any) -> tuple[tuple[FlowInput, ...], list[tuple[str, str]]]:
+    """The inputs a flow declares (its YAML `inputs`), and what is wrong with them as
+    (path, message); a declaration with a problem is left out. Defaults are checked (and
+    converted) as values of their input."""
+    reading = _Declarations()
+    return reading.all(value), reading.problems
+
+
+class _Declarations:
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append((path, message))
+
+    def name(self, value: Any, path: str) -> str:
+        if value is None:
+            self.fail(path, "required")
+        elif isinstance(value, bool):
+            self.fail(path, "YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote the name")
+        elif not isinstance(value, str) or not NAME.fullmatch(value):
+            self.fail(path, f"{value!r} is not a valid name: {NAME_RULE}")
+        else:
+            return value
+        return ""
+
+    def flag(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(path, "must be true or false")
+            return False
+        return value
+
+    def text(self, value: Any, path: str) -> str:
+        if value is not None and not isinstance(value, str):
+            self.fail(path, "must be text")
+            return ""
+        return value or ""
+
+    def all(self, value: Any) -> tuple[FlowInput, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.fail("inputs", "must be a list of inputs: [{name, type, ...}]")
+            return ()
+        found: list[FlowInput] = []
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            spec = self.one(item, f"inputs[{i}]")
+            if spec is None:
+                continue
+            if spec.name in seen:
+                self.fail(f"inputs[{i}].name", f"duplicate input name '{spec.name}'")
+                continue
+            seen.add(spec.name)
+            found.append(spec)
+        return tuple(found)
+
+    def one(self, data: Any, path: str) -> FlowInput | None:
+        if not isinstance(data, dict):
+            self.fail(path, "an input is a mapping with at least name and type")
+            return None
+        before = len(self.problems)
+        for key in data:
+            if key not in FIELDS:
+                self.fail(f"{path}.{key}", f"unknown field '{key}' (known: {', '.join(FIELDS)})")
+        name = self.name(data.get("name"), f"{path}.name")
+        type_ = data.get("type")
+        if type_ not in INPUT_TYPES:
+            known = ", ".join(INPUT_TYPES)
+            problem = f"{type_!r} is not an input type (one of {known})" if type_ is not None else f"required: one of {known}"
+            self.fail(f"{path}.type", problem)
+            return None
+        spec = FlowInput(
+            name=name,
+            type=type_,
+            required=self.flag(data.get("required", False), f"{path}.required"),
+            description=self.text(data.get("description"), f"{path}.description"),
+            values=self.choices(data, type_, path),
+            min=self.bound(data, "min", type_, path, ("integer", "number")),
+            max=self.bound(data, "max", type_, path, ("integer", "number")),
+            min_length=self.length(data, "minLength", type_, path),
+            max_length=self.length(data, "maxLength", type_, path),
+            pattern=self.pattern(data, type_, path),
+            items=self.items(data, type_, path),
+        )
+        for low, high, key in ((spec.min, spec.max, "max"), (spec.min_length, spec.max_length, "maxLength")):
+            if low is not None and high is not None and low > high:
+                self.fail(f"{path}.{key}", "must not be below its minimum")
+        if len(self.problems) > before:
+            return None
+        if data.get("default") is not None:
+            try:
+                default = convert(spec, data["default"])
+            except ValueError as exc:
+                self.fail(f"{path}.default", f"does not fit the input: {exc}")
+                return None
+            return dataclasses.replace(spec, default=default)
+        return spec
+
+    def choices(self, data: dict[str, Any], type_: str, path: str) -> tuple[Any, ...]:
+        values = data.get("values")
+        if type_ not in ("select", "multiselect"):
+            if values is not None:
+                self.fail(f"{path}.values", "applies to select and multiselect inputs only")
+            return ()
+        if not isinstance(values, list) or not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+            self.fail(f"{path}.values", f"required for a {type_} input: a non-empty list of choices (text or numbers)")
+            return ()
+        return tuple(values)
+
+    def bound(self, data: dict[str, Any], key: str, type_: str, path: str, types: tuple[str, ...]) -> float | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if type_ not in types:
+            self.fail(f"{path}.{key}", f"applies to {' and '.join(types)} inputs only")
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(f"{path}.{key}", "must be a number")
+            return None
+        return value
+
+    def length(self, data: dict[str, Any], key: str, type_: str, path: str) -> int | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if type_ not in ("string", "secret", "array", "multiselect"):
+            self.fail(f"{path}.{key}", "applies to string, secret, array and multiselect inputs only")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.fail(f"{path}.{key}", "must be a whole number, 0 or more")
+            return None
+        return value
+
+    def pattern(self, data: dict[str, Any], type_: str, path: str) -> str | None:
+        value = data.get("pattern")
+        if value is None:
+            return None
+        if type_ not in ("string", "secret"):
+            self.fail(f"{path}.pattern", "applies to string and secret inputs only")
+            return None
+        if not isinstance(value, str):
+            self.fail(f"{path}.pattern", "must be a regular expression")
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            self.fail(f"{path}.pattern", f"not a regular expression: {exc}")
+            return None
+        return value
+
+    def items(self, data: dict[str, Any], type_: str, path: str) -> str | None:
+        value = data.get("items")
+        if value is None:
+            return None
+        if type_ != "array":
+            self.fail(f"{path}.items", "applies to array inputs only")
+            return None
+        if value not in ITEM_TYPES:
+            self.fail(f"{path}.items", f"must be one of {', '.join(ITEM_TYPES)}")
+            return None
+        return str(value)

@@ -36,7 +36,9 @@ from app.flows import filters
 
 ROOTS = frozenset({"inputs", "outputs", "execution", "item", "index"})  # the data in scope
 FUNCTIONS = {"kv": 2, "vars": 1, "now": 0}  # name -> number of arguments
-LOOP_FIELDS = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0", "previtem", "nextitem"})
+LOOP_FIELDS = frozenset(
+    {"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0", "previtem", "nextitem"}
+)
 MAX_LOOPS = 100_000  # loop iterations in one render
 MAX_INT_BITS = 8192  # a template's arithmetic stays within numbers this big
 MAX_SOURCE = 100_000  # characters of template text
@@ -133,7 +135,9 @@ class DataEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"+", "*", "**", "%"})
 
     def __init__(self) -> None:
-        super().__init__(undefined=StrictUndefined, autoescape=False, finalize=filters.as_text, keep_trailing_newline=True, cache_size=0)
+        super().__init__(
+            undefined=StrictUndefined, autoescape=False, finalize=filters.as_text, keep_trailing_newline=True, cache_size=0
+        )
         self.variables = Variables()
         self.globals.clear()
         self.globals.update({"kv": kv, "vars": self.variables, "now": now, _CRED_FUNCTION: credential})
@@ -180,7 +184,8 @@ class DataEnvironment(ImmutableSandboxedEnvironment):
     def _not_data(self, obj: Any, name: Any) -> Any:
         if isinstance(obj, Undefined):
             return obj  # the first missing name is the one worth reporting
-        kind = {str: "a text", list: "a list", tuple: "a list", int: "a number", float: "a number", bool: "a boolean"}.get(type(obj), "this value")
+        kinds = {str: "a text", list: "a list", tuple: "a list", int: "a number", float: "a number", bool: "a boolean"}
+        kind = kinds.get(type(obj), "this value")
         hint = f"cannot read {name!r} of {kind}: '.' and [] read object keys and list items only"
         return self.undefined(hint, obj=obj, name=str(name), exc=SecurityError)
 
@@ -217,7 +222,8 @@ class Analysis:
     forbidden: str | None = None  # a construct that is never allowed
     unknown: str | None = None  # a name that is not in scope (check() reports it; render leaves it to StrictUndefined)
     names: set[str] = dataclasses.field(default_factory=set)  # root names read
-    references: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # ("outputs", task), ("inputs", name), ("cred", NAME)
+    # ("outputs", task), ("inputs", name), ("cred", NAME): what the template reads by a name written in it
+    references: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
 
 def analyse(tree: nodes.Template) -> Analysis:
@@ -235,7 +241,9 @@ def analyse(tree: nodes.Template) -> Analysis:
             found.forbidden = f"'{sorted(reserved)[0]}' cannot be set or used as a loop variable in a template"
     unknown = sorted(found.names - ROOTS - set(FUNCTIONS) - stored - {"loop"})
     if unknown:
-        found.unknown = f"unknown name '{unknown[0]}': templates read inputs, outputs, execution, item, index, kv(), vars() and now()"
+        found.unknown = (
+            f"unknown name '{unknown[0]}': templates read inputs, outputs, execution, item, index, kv(), vars() and now()"
+        )
     return found
 
 
@@ -270,7 +278,10 @@ def _problem(node: nodes.Node, parent: nodes.Node | None, found: Analysis) -> st
     elif isinstance(node, nodes.Call):
         callee = node.node.name if isinstance(node.node, nodes.Name) else None
         if callee not in FUNCTIONS:
-            return "calling methods or filters as functions is not allowed: templates call only kv(ns, key), vars(path) and now(); use filters with |"
+            return (
+                "calling methods or filters as functions is not allowed: templates call only kv(ns, key), vars(path)"
+                " and now(); use filters with |"
+            )
         if node.kwargs or node.dyn_args or node.dyn_kwargs or len(node.args) != FUNCTIONS[callee]:
             return f"{callee}() is called as {_usage(callee)}"
     elif isinstance(node, (nodes.Filter, nodes.Test)):
@@ -310,7 +321,9 @@ class Guard(NodeTransformer):
             if text:
                 parts.append(nodes.TemplateData(text, lineno=node.lineno))
             if not match.group(1):
-                parts.append(nodes.Call(nodes.Name(_CRED_FUNCTION, "load", lineno=node.lineno), [nodes.Const(match.group(2), lineno=node.lineno)], [], None, None, lineno=node.lineno))
+                function = nodes.Name(_CRED_FUNCTION, "load", lineno=node.lineno)
+                name = nodes.Const(match.group(2), lineno=node.lineno)
+                parts.append(nodes.Call(function, [name], [], None, None, lineno=node.lineno))
             at = match.end()
         if node.data[at:]:
             parts.append(nodes.TemplateData(node.data[at:], lineno=node.lineno))

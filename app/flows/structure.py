@@ -7,7 +7,6 @@ templates, and the user sees all the problems of a flow at once.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
@@ -15,8 +14,6 @@ from app.flows import inputs as inputs_
 from app.flows.durations import parse_duration
 from app.flows.model import (
     CONTROL_SLOTS,
-    INPUT_TYPES,
-    ITEM_TYPES,
     RETRY_TYPES,
     Flow,
     FlowError,
@@ -32,10 +29,11 @@ TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")  # read as outputs.<name
 TASK_NAME_RULE = "up to 100 letters, digits, '_' or '-', starting with a letter or '_'"
 PLUGIN_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
-FLOW_FIELDS = ("name", "namespace", "description", "labels", "inputs", "tasks", "outputs", "errors", "finally", "concurrency", "timeout")
+FLOW_FIELDS = (
+    "name", "namespace", "description", "labels", "inputs", "tasks", "outputs", "errors", "finally", "concurrency", "timeout",
+)
 TASK_FIELDS = ("name", "type", "description", "properties", "retry", "timeout", "allowFailure", "runIf", "disabled")
 RETRY_FIELDS = ("type", "attempts", "interval", "maxInterval", "maxDuration")
-INPUT_FIELDS = ("name", "type", "required", "default", "description", "values", "min", "max", "minLength", "maxLength", "pattern", "items")
 MAX_ATTEMPTS = 100
 
 
@@ -206,12 +204,17 @@ class _Reader:
         name = self.name(data, "name", path, TASK_NAME, TASK_NAME_RULE)
         if name:
             if name in self.names:
-                self.fail(f"{path}.name", f"duplicate task name '{name}' (also at {self.names[name]}): names are unique across the whole flow")
+                first = self.names[name]
+                why = f"duplicate task name '{name}' (also at {first}): names are unique across the whole flow"
+                self.fail(f"{path}.name", why)
             else:
                 self.names[name] = path
         type_ = data.get("type")
         if not isinstance(type_, str) or not PLUGIN_ID.fullmatch(type_):
-            self.fail(f"{path}.type", "required: a plugin id such as util.log" if type_ is None else f"{type_!r} is not a plugin id (such as util.log)")
+            problem = "required: a plugin id such as util.log"
+            if type_ is not None:
+                problem = f"{type_!r} is not a plugin id (such as util.log)"
+            self.fail(f"{path}.type", problem)
             type_ = type_ if isinstance(type_, str) else ""
         properties = data.get("properties", {})
         if properties is None:
@@ -248,11 +251,13 @@ class _Reader:
         if slots == ("tasks",):
             if "tasks" not in properties:
                 self.fail(f"{path}.tasks", f"required: the tasks {type_} runs")
-            children["tasks"] = self.task_list(properties.pop("tasks"), f"{path}.tasks", required=True) if "tasks" in properties else ()
+            if "tasks" in properties:
+                children["tasks"] = self.task_list(properties.pop("tasks"), f"{path}.tasks", required=True)
         elif type_ == "flow.if":
             if "then" not in properties:
                 self.fail(f"{path}.then", "required: the tasks run when the condition holds")
-            children["then"] = self.task_list(properties.pop("then"), f"{path}.then", required=True) if "then" in properties else ()
+            if "then" in properties:
+                children["then"] = self.task_list(properties.pop("then"), f"{path}.then", required=True)
             if "else" in properties:
                 children["else"] = self.task_list(properties.pop("else") or [], f"{path}.else")
         elif type_ == "flow.switch":
@@ -299,122 +304,7 @@ class _Reader:
     # -- inputs --------------------------------------------------------------------------
 
     def inputs(self, value: Any) -> tuple[FlowInput, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.fail("inputs", "must be a list of inputs: [{name, type, ...}]")
-            return ()
-        found: list[FlowInput] = []
-        seen: set[str] = set()
-        for i, item in enumerate(value):
-            spec = self.input(item, f"inputs[{i}]")
-            if spec is None:
-                continue
-            if spec.name in seen:
-                self.fail(f"inputs[{i}].name", f"duplicate input name '{spec.name}'")
-                continue
-            seen.add(spec.name)
-            found.append(spec)
-        return tuple(found)
-
-    def input(self, data: Any, path: str) -> FlowInput | None:
-        if not isinstance(data, dict):
-            self.fail(path, "an input is a mapping with at least name and type")
-            return None
-        before = len(self.errors)
-        self.unknown(data, path, INPUT_FIELDS, "")
-        name = self.name(data, "name", path, TASK_NAME, TASK_NAME_RULE)
-        type_ = data.get("type")
-        if type_ not in INPUT_TYPES:
-            self.fail(f"{path}.type", f"required: one of {', '.join(INPUT_TYPES)}" if type_ is None else f"{type_!r} is not an input type (one of {', '.join(INPUT_TYPES)})")
-            return None
-        spec = FlowInput(
-            name=name,
-            type=type_,
-            required=self.flag(data, "required", path),
-            description=self.text(data, "description", path),
-            values=self.choices(data, type_, path),
-            min=self.bound(data, "min", type_, path, ("integer", "number")),
-            max=self.bound(data, "max", type_, path, ("integer", "number")),
-            min_length=self.length(data, "minLength", type_, path),
-            max_length=self.length(data, "maxLength", type_, path),
-            pattern=self.pattern(data, type_, path),
-            items=self.items(data, type_, path),
-        )
-        for low, high, key in ((spec.min, spec.max, "max"), (spec.min_length, spec.max_length, "maxLength")):
-            if low is not None and high is not None and low > high:
-                self.fail(f"{path}.{key}", "must not be below its minimum")
-        if len(self.errors) > before:
-            return None
-        if data.get("default") is not None:
-            try:
-                default = inputs_.convert(spec, data["default"])
-            except ValueError as exc:
-                self.fail(f"{path}.default", f"does not fit the input: {exc}")
-                return None
-            return dataclasses.replace(spec, default=default)
-        return spec
-
-    def choices(self, data: dict[str, Any], type_: str, path: str) -> tuple[Any, ...]:
-        values = data.get("values")
-        if type_ not in ("select", "multiselect"):
-            if values is not None:
-                self.fail(f"{path}.values", "applies to select and multiselect inputs only")
-            return ()
-        if not isinstance(values, list) or not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
-            self.fail(f"{path}.values", f"required for a {type_} input: a non-empty list of choices (text or numbers)")
-            return ()
-        return tuple(values)
-
-    def bound(self, data: dict[str, Any], key: str, type_: str, path: str, types: tuple[str, ...]) -> float | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if type_ not in types:
-            self.fail(f"{path}.{key}", f"applies to {' and '.join(types)} inputs only")
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(f"{path}.{key}", "must be a number")
-            return None
-        return value
-
-    def length(self, data: dict[str, Any], key: str, type_: str, path: str) -> int | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if type_ not in ("string", "secret", "array", "multiselect"):
-            self.fail(f"{path}.{key}", "applies to string, secret, array and multiselect inputs only")
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.fail(f"{path}.{key}", "must be a whole number, 0 or more")
-            return None
-        return value
-
-    def pattern(self, data: dict[str, Any], type_: str, path: str) -> str | None:
-        value = data.get("pattern")
-        if value is None:
-            return None
-        if type_ not in ("string", "secret"):
-            self.fail(f"{path}.pattern", "applies to string and secret inputs only")
-            return None
-        if not isinstance(value, str):
-            self.fail(f"{path}.pattern", "must be a regular expression")
-            return None
-        try:
-            re.compile(value)
-        except re.error as exc:
-            self.fail(f"{path}.pattern", f"not a regular expression: {exc}")
-            return None
-        return value
-
-    def items(self, data: dict[str, Any], type_: str, path: str) -> str | None:
-        value = data.get("items")
-        if value is None:
-            return None
-        if type_ != "array":
-            self.fail(f"{path}.items", "applies to array inputs only")
-            return None
-        if value not in ITEM_TYPES:
-            self.fail(f"{path}.items", f"must be one of {', '.join(ITEM_TYPES)}")
-            return None
-        return str(value)
+        specs, problems = inputs_.declared(value)
+        for path, message in problems:
+            self.fail(path, message)
+        return specs
