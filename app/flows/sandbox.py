@@ -307,6 +307,67 @@ def native_expression(tree: nodes.Template) -> nodes.Expr | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Path:
+    """`name.key[0]...`: a read of data simple enough to need no compiled code."""
+
+    name: str
+    keys: tuple[tuple[bool, str | int], ...]  # (read as .attribute, key), in order
+
+    def read(self, env: DataEnvironment, names: dict[str, Any]) -> Any:
+        """The value at this path, through the environment's own getattr/getitem (so exactly
+        as a compiled template would read it)."""
+        value = names[self.name] if self.name in names else env.undefined(name=self.name)
+        for attribute, key in self.keys:
+            value = env.getattr(value, key) if attribute else env.getitem(value, key)  # type: ignore[arg-type]
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Credential:
+    """`${NAME}` in a template's text."""
+
+    name: str
+
+
+Part = str | Path | Credential
+
+
+def simple_parts(tree: nodes.Template) -> tuple[Part, ...] | None:
+    """The pieces of a guarded template made only of text, data paths and credentials, as most
+    are (`"Hello {{ inputs.who }}"`, `"{{ outputs.fetch.body }}"`, `"Bearer ${TOKEN}"`): these
+    are read directly, which spares compiling Python code for them. None for any other."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts: list[Part] = []
+    for node in tree.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append(node.data)
+        elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == _CRED_FUNCTION:
+            parts.append(Credential(node.args[0].value))  # type: ignore[attr-defined]
+        else:
+            path = _path(node)
+            if path is None:
+                return None
+            parts.append(path)
+    return tuple(parts)
+
+
+def _path(node: nodes.Node) -> Path | None:
+    keys: list[tuple[bool, str | int]] = []
+    while isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            keys.append((True, node.attr))
+        elif isinstance(node.arg, nodes.Const) and type(node.arg.value) in (str, int):
+            keys.append((False, node.arg.value))
+        else:
+            return None
+        node = node.node
+    if isinstance(node, nodes.Name) and node.ctx == "load":
+        return Path(node.name, tuple(reversed(keys)))
+    return None
+
+
 class Guard(NodeTransformer):
     """Rewrites a checked template for run time: `${NAME}` in its text becomes a credential
     lookup, each loop counts against the render's budget, each `~` checks its size."""

@@ -58,7 +58,8 @@ class _Compiled:
     error: str | None = None  # cannot be rendered: syntax or a forbidden construct
     unknown: str | None = None  # reads a name that is not in scope (check() only)
     template: Template | None = None
-    native: bool = False  # one {{ expr }}: the template sets `result` to its value
+    parts: tuple[sandbox.Part, ...] | None = None  # text, paths and credentials only: read without Jinja's code
+    native: bool = False  # one {{ expr }}: its value (the template sets `result` to it)
     names: frozenset[str] = frozenset()
     references: frozenset[tuple[str, str]] = frozenset()
 
@@ -133,7 +134,7 @@ class Templates:
         if compiled.error is not None:
             raise TemplateError(compiled.error, state.secrets)
         try:
-            return _run(compiled, names)
+            return _run(self._env, compiled, names)
         except (sandbox.NeedLookup, TemplateError):
             raise
         except Exception as exc:  # a template's failure is the task's, never the runner's
@@ -157,6 +158,12 @@ class Templates:
         base = _Compiled(unknown=found.unknown, names=frozenset(found.names), references=frozenset(found.references))
         try:
             sandbox.Guard().visit(tree)
+            parts = sandbox.simple_parts(tree)
+            if parts is not None:
+                filled = tuple(p for p in parts if not (isinstance(p, str) and not p.strip()))
+                if len(filled) == 1 and not isinstance(filled[0], str):
+                    return dataclasses.replace(base, parts=filled, native=True)
+                return dataclasses.replace(base, parts=parts)
             expression = sandbox.native_expression(tree)
             if expression is not None:
                 assign = nodes.Assign(nodes.Name("result", "store", lineno=1), expression, lineno=1)
@@ -169,7 +176,9 @@ class Templates:
             return _Compiled(error=f"template error: {_describe(exc)}")
 
 
-def _run(compiled: _Compiled, names: dict[str, Any]) -> Any:
+def _run(env: sandbox.DataEnvironment, compiled: _Compiled, names: dict[str, Any]) -> Any:
+    if compiled.parts is not None:
+        return _read(env, compiled, names)
     template = compiled.template
     assert template is not None
     context = template.new_context(names, shared=True)  # `names` is fresh per render: no copy
@@ -185,6 +194,20 @@ def _run(compiled: _Compiled, names: dict[str, Any]) -> Any:
             raise TemplateError(f"a template made a text longer than {filters.MAX_TEXT} characters")
         parts.append(chunk)
     return "".join(parts)
+
+
+def _read(env: sandbox.DataEnvironment, compiled: _Compiled, names: dict[str, Any]) -> Any:
+    assert compiled.parts is not None
+    values = [
+        part if isinstance(part, str) else part.read(env, names) if isinstance(part, sandbox.Path) else sandbox.credential(part.name)
+        for part in compiled.parts
+    ]
+    if compiled.native:
+        return _plain(values[0])
+    text = "".join(value if isinstance(value, str) else filters.as_text(value) for value in values)
+    if len(text) > filters.MAX_TEXT:
+        raise TemplateError(f"a template made a text longer than {filters.MAX_TEXT} characters")
+    return text
 
 
 def _plain(value: Any) -> Any:
