@@ -10,8 +10,12 @@ null as nothing.
 Templates render synchronously, but `kv()`, `vars()` and credentials are looked up
 asynchronously (a database read): when a render meets a value it has not fetched yet, it stops
 (`sandbox.NeedLookup`), the value is awaited and remembered, and the template is rendered again.
-A template with n lookups renders n + 1 times; most have none. Compiled templates are kept in
-an LRU cache by text, so a flow that runs again does not compile again.
+A template with n lookups renders n + 1 times; most have none.
+
+Templates are prepared once per text and kept in an LRU cache, so a flow that runs again does
+not prepare them again. Most are only text, data paths (`outputs.fetch.body.items`) and
+credentials: those are read directly, through the sandbox's own getattr/getitem; the others
+are compiled by Jinja.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class Templates:
                 return Rendered(self._walk(value, names, state), state.secrets)
             except sandbox.NeedLookup as exc:
                 need = (exc.kind, exc.args_)
+            except RecursionError:
+                raise TemplateError("the value is nested too deeply to render", state.secrets) from None
             finally:
                 sandbox.STATE.reset(token)
             await _fetch(need, lookup, state)
@@ -146,34 +152,36 @@ class Templates:
         if len(text) > sandbox.MAX_SOURCE:
             return _Compiled(error=f"template too long (more than {sandbox.MAX_SOURCE} characters)")
         try:
-            tree = self._env.parse(text)
+            return self._prepare(text)
         except TemplateSyntaxError as exc:
             where = f" (line {exc.lineno})" if "\n" in text.strip() else ""
             return _Compiled(error=f"template syntax error: {exc.message}{where}")
-        except RecursionError:
-            return _Compiled(error="template syntax error: nested too deeply")
+        except RecursionError:  # the parser, the checks and the compiler all recurse
+            return _Compiled(error="template nested too deeply")
+        except (JinjaError, SyntaxError, ValueError) as exc:
+            return _Compiled(error=f"template error: {_describe(exc)}")
+
+    def _prepare(self, text: str) -> _Compiled:
+        tree = self._env.parse(text)
         found = sandbox.analyse(tree)
         if found.forbidden is not None:
             return _Compiled(error=found.forbidden)
         base = _Compiled(unknown=found.unknown, names=frozenset(found.names), references=frozenset(found.references))
-        try:
-            sandbox.Guard().visit(tree)
-            parts = sandbox.simple_parts(tree)
-            if parts is not None:
-                filled = tuple(p for p in parts if not (isinstance(p, str) and not p.strip()))
-                if len(filled) == 1 and not isinstance(filled[0], str):
-                    return dataclasses.replace(base, parts=filled, native=True)
-                return dataclasses.replace(base, parts=parts)
-            expression = sandbox.native_expression(tree)
-            if expression is not None:
-                assign = nodes.Assign(nodes.Name("result", "store", lineno=1), expression, lineno=1)
-                tree = nodes.Template([assign], lineno=1)
-                tree.set_environment(self._env)
-                return dataclasses.replace(base, template=self._env.from_string(tree), native=True)
+        sandbox.Guard().visit(tree)
+        parts = sandbox.simple_parts(tree)
+        if parts is not None:
+            filled = tuple(p for p in parts if not (isinstance(p, str) and not p.strip()))
+            if len(filled) == 1 and not isinstance(filled[0], str):
+                return dataclasses.replace(base, parts=filled, native=True)
+            return dataclasses.replace(base, parts=parts)
+        expression = sandbox.native_expression(tree)
+        if expression is not None:
+            assign = nodes.Assign(nodes.Name("result", "store", lineno=1), expression, lineno=1)
+            tree = nodes.Template([assign], lineno=1)
             tree.set_environment(self._env)
-            return dataclasses.replace(base, template=self._env.from_string(tree))
-        except (JinjaError, RecursionError, SyntaxError, ValueError) as exc:
-            return _Compiled(error=f"template error: {_describe(exc)}")
+            return dataclasses.replace(base, template=self._env.from_string(tree), native=True)
+        tree.set_environment(self._env)
+        return dataclasses.replace(base, template=self._env.from_string(tree))
 
 
 def _run(env: sandbox.DataEnvironment, compiled: _Compiled, names: dict[str, Any]) -> Any:

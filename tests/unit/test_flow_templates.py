@@ -51,7 +51,7 @@ def render(value: Any, scope: dict[str, Any] | None = None, lookup: Lookups | No
     return asyncio.run(T.render(value, SCOPE if scope is None else scope, lookup or Lookups())).value
 
 
-def failure(text: str, scope: dict[str, Any] | None = None) -> str:
+def failure(text: Any, scope: dict[str, Any] | None = None) -> str:
     with pytest.raises(TemplateError) as caught:
         render(text, scope)
     return caught.value.message
@@ -227,6 +227,22 @@ def test_check() -> None:
     assert "kv() is called as kv('namespace', 'key')" in (T.check("{{ kv('a') }}") or "")
     assert "'inputs' cannot be set" in (T.check("{% set inputs = 1 %}") or "")
     assert "too long" in (T.check("{{ 1 }}" + "x" * 100_001) or "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{{ " + "a." * 5000 + "b }}", "{{ " + "+".join(["1"] * 5000) + " }}", "{{ " + "[" * 3000 + "]" * 3000 + " }}", "{% if x %}" * 2000],
+)
+def test_deeply_nested_templates_are_refused_not_crashing(text: str) -> None:
+    assert "nested too deeply" in (T.check(text) or "")
+    assert "nested too deeply" in failure(text)
+
+
+def test_deeply_nested_values_are_refused_not_crashing() -> None:
+    value: Any = "{{ inputs.n }}"
+    for _ in range(5000):
+        value = [value]
+    assert "nested too deeply" in failure(value)
 
 
 def test_references() -> None:
