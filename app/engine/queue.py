@@ -26,6 +26,7 @@ import msgspec
 from app.store.base import Database, Row, Statement
 
 KINDS = ("script", "flow", "workflow", "task")
+RESUMABLE = ("flow", "workflow")  # go on from their checkpoints after a crash, whatever their retries
 FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 SUSPENDED = ("WAITING", "PAUSED")
 STATUSES = ("QUEUED", "RUNNING", *SUSPENDED, *FINAL)
@@ -393,14 +394,16 @@ def unregister_worker(worker: str) -> Statement:
 
 
 # What a RUNNING run whose process is gone becomes: CANCELLED if a cancel was asked for, QUEUED
-# for its next attempt when its policy allows one, else FAILED with the reason ($2).
+# for its next attempt when its policy allows one or when it resumes from its checkpoints (a
+# flow execution, a workflow: RESUMABLE), else FAILED with the reason ($2).
+_AGAIN = "(attempt < max_attempts OR kind IN (" + ", ".join(f"'{k}'" for k in RESUMABLE) + "))"
 _RECOVERED = (
-    "status = CASE WHEN cancel_requested = 1 THEN 'CANCELLED' WHEN attempt < max_attempts THEN 'QUEUED' "
+    f"status = CASE WHEN cancel_requested = 1 THEN 'CANCELLED' WHEN {_AGAIN} THEN 'QUEUED' "
     "ELSE 'FAILED' END, "
-    "error = CASE WHEN cancel_requested = 1 THEN $3 WHEN attempt < max_attempts THEN error ELSE $2 END, "
-    "finished_at = CASE WHEN cancel_requested = 1 OR attempt >= max_attempts THEN $1::BIGINT ELSE NULL END, "
-    "scheduled_for = CASE WHEN cancel_requested = 1 OR attempt >= max_attempts THEN scheduled_for ELSE $1 END, "
-    "attempt = CASE WHEN cancel_requested = 1 OR attempt >= max_attempts THEN attempt ELSE attempt + 1 END, "
+    f"error = CASE WHEN cancel_requested = 1 THEN $3 WHEN {_AGAIN} THEN error ELSE $2 END, "
+    f"finished_at = CASE WHEN cancel_requested = 1 OR NOT {_AGAIN} THEN $1::BIGINT ELSE NULL END, "
+    f"scheduled_for = CASE WHEN cancel_requested = 1 OR NOT {_AGAIN} THEN scheduled_for ELSE $1 END, "
+    f"attempt = CASE WHEN cancel_requested = 1 OR NOT {_AGAIN} THEN attempt ELSE attempt + 1 END, "
     "cancel_requested = 0, worker = ''"
 )
 _CANCELLED_LOST = '{"name":"Cancelled","message":"cancelled; the process carrying it stopped"}'
@@ -529,7 +532,7 @@ class RunQueue:
 
     async def running(self) -> list[Row]:
         """RUNNING runs: their id, who carries them, their attempt and how many they may have."""
-        return await self.db.fetch("SELECT id, worker, attempt, max_attempts FROM job WHERE status = 'RUNNING'")
+        return await self.db.fetch("SELECT id, kind, worker, attempt, max_attempts FROM job WHERE status = 'RUNNING'")
 
     async def cancel_requested(self, worker: str) -> list[str]:
         """RUNNING runs carried by `worker` that somebody asked to stop (the durable form of

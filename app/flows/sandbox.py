@@ -34,7 +34,7 @@ from jinja2.visitor import NodeTransformer
 
 from app.flows import filters
 
-ROOTS = frozenset({"inputs", "outputs", "execution", "item", "index"})  # the data in scope
+ROOTS = frozenset({"inputs", "outputs", "execution", "trigger", "item", "index"})  # the data in scope
 FUNCTIONS = {"kv": 2, "vars": 1, "now": 0}  # name -> number of arguments
 LOOP_FIELDS = frozenset(
     {"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0", "previtem", "nextitem"}
@@ -242,7 +242,7 @@ def analyse(tree: nodes.Template) -> Analysis:
     unknown = sorted(found.names - ROOTS - set(FUNCTIONS) - stored - {"loop"})
     if unknown:
         found.unknown = (
-            f"unknown name '{unknown[0]}': templates read inputs, outputs, execution, item, index, kv(), vars() and now()"
+            f"unknown name '{unknown[0]}': templates read inputs, outputs, execution, trigger, item, index, kv(), vars() and now()"
         )
     return found
 

@@ -107,10 +107,11 @@ class _Checks:
                 self.fail(f"{task.path}.type", f"unknown task type '{task.type}'{self.suggestion(task.type)}")
             else:
                 self.properties(task, manifest.input_schema)
-        self.values(task.properties, f"{task.path}.properties", in_loop)
+        # A loop_until's condition reads the iteration's `index` (and its tasks' outputs).
+        self.values(task.properties, f"{task.path}.properties", in_loop or task.type == "flow.loop_until")
         if task.run_if is not None:
             self.values(task.run_if, f"{task.path}.runIf", in_loop)
-        inner_loop = in_loop or task.type == "flow.foreach"
+        inner_loop = in_loop or task.type in ("flow.foreach", "flow.loop_until")
         for children in task.children.values():
             for child in children:
                 self.task(child, inner_loop)
@@ -174,7 +175,7 @@ class _Checks:
         if not in_loop:
             for name in _LOOP_NAMES:
                 if name in self.templates.names(text):
-                    self.fail(path, f"'{name}' is defined only inside the tasks of a flow.foreach")
+                    self.fail(path, f"'{name}' is defined only inside the tasks of a flow.foreach or flow.loop_until")
 
 
 def _join(base: str, parts: Any) -> str:

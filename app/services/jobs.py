@@ -222,7 +222,7 @@ class Jobs:
             return
         statements = []
         for row in await self.runs.running():
-            if row["attempt"] < row["max_attempts"]:
+            if row["attempt"] < row["max_attempts"] or row["kind"] in queue.RESUMABLE:
                 statements.append(queue.requeue_orphan(row["id"], now_ms()))
             else:
                 statements.append(queue.fail_orphan(

@@ -245,7 +245,7 @@ class Triggers:
                 raise BadRequest("a schedule has no key or secret")
             cron, zone = _cron(spec.cron)[0], spec.timezone
             next_fire = fire_times(cron, zone, now_ms(), 1)[0]
-        return (key, "script", path, secret, cron, zone, args, int(spec.enabled), spec.catch_up, spec.summary,
+        return (key, spec.runnable.kind, path, secret, cron, zone, args, int(spec.enabled), spec.catch_up, spec.summary,
                 spec.description, next_fire)
 
     def _secret(self, row: Row) -> str | None:

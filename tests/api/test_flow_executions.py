@@ -134,7 +134,7 @@ def test_if_switch_and_skipped_and_disabled(api: httpx.Client) -> None:
             type: util.log
             runIf: "{{ inputs.n > 100 }}"
             properties: {message: no}
-          - name: off
+          - name: switched_off
             type: util.log
             disabled: true
             properties: {message: no}
@@ -147,7 +147,7 @@ def test_if_switch_and_skipped_and_disabled(api: httpx.Client) -> None:
     by_key = tasks(result)
     assert by_key["big"]["status"] == "SUCCESS" and "small" not in by_key
     assert by_key["on_big"]["outputs"] == {"value": 1} and "on_small" not in by_key and "on_other" not in by_key
-    assert by_key["never"]["status"] == "SKIPPED" and "off" not in by_key
+    assert by_key["never"]["status"] == "SKIPPED" and "switched_off" not in by_key
 
 
 def test_foreach_parallel_and_loop_until(api: httpx.Client) -> None:
@@ -239,14 +239,14 @@ def test_sleep_waits_without_a_slot_then_goes_on(api: httpx.Client) -> None:
         namespace: t
         tasks:
           - {name: nap, type: flow.sleep, properties: {duration: 1s}}
-          - {name: woke, type: util.set, properties: {value: yes}}
+          - {name: woke, type: util.set, properties: {value: woken}}
         """)
     execution_id = execute(api, created["id"])
     waiting = wait_for(lambda: (e := api.get(f"/api/v1/executions/{execution_id}").json())["execution"]["status"]
                        == "WAITING" and e, 10, "the sleep")
     assert waiting["execution"]["wakeAt"] is not None
     result = finished(api, execution_id)
-    assert result["execution"]["status"] == "SUCCESS" and tasks(result)["woke"]["outputs"] == {"value": "yes"}
+    assert result["execution"]["status"] == "SUCCESS" and tasks(result)["woke"]["outputs"] == {"value": "woken"}
 
 
 def test_subflow_outputs_and_flow_timeout(api: httpx.Client) -> None:

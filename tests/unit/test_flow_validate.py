@@ -362,9 +362,9 @@ def test_item_and_index_only_inside_a_foreach() -> None:
         """
     )
     assert found == {
-        "tasks[0].properties.message": "'item' is defined only inside the tasks of a flow.foreach",
-        "tasks[1].properties.items": "'index' is defined only inside the tasks of a flow.foreach",
-        "tasks[2].properties.tasks[0].properties.message": "'index' is defined only inside the tasks of a flow.foreach",
+        "tasks[0].properties.message": "'item' is defined only inside the tasks of a flow.foreach or flow.loop_until",
+        "tasks[1].properties.items": "'index' is defined only inside the tasks of a flow.foreach or flow.loop_until",
+        "tasks[2].properties.tasks[0].properties.message": "'index' is defined only inside the tasks of a flow.foreach or flow.loop_until",
     }
 
 
