@@ -263,15 +263,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Push a folder of scripts to the server, or pull the server's into a folder."""
+    """Push a folder of scripts and flows (`f/<namespace>/<name>.flow.yaml`) to the server, or
+    pull the server's into a folder."""
     from pathlib import Path
 
-    from app import scriptfiles
+    from app import flowfiles, scriptfiles
 
     root = Path(args.folder)
     with _client(args) as client, _progress() as progress:
         move = scriptfiles.push if args.direction == "push" else scriptfiles.pull
-        counts = move(client, root, dry_run=args.dry_run, progress=progress)
+        try:
+            counts = move(client, root, dry_run=args.dry_run, progress=progress)
+        except scriptfiles.FolderError:
+            if args.direction == "pull" or not flowfiles.flow_files(root):  # a folder of flows alone is fine
+                raise
+            counts = {"new": 0, "changed": 0, "unchanged": 0}
+        flows = (flowfiles.push if args.direction == "push" else flowfiles.pull)(client, root, dry_run=args.dry_run)
+        counts = {kind: counts[kind] + flows[kind] for kind in counts}
     verb = "would change" if args.dry_run else "changed"
     print(f"{counts['new']} new, {counts['changed']} {verb}, {counts['unchanged']} unchanged", file=sys.stderr)
     return 0

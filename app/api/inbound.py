@@ -281,9 +281,10 @@ async def _serve(request: Request, services: Services, found: Route, rest: str, 
     script = found.runnable.path
     if found.runnable.kind == "flow":  # its inputs are the request's keys it declares; the rest is `trigger`
         if found.request_type == "sync":
-            job_id, outcome = await services.executions.run_and_wait(actor, script, args, trigger, event=event)
+            job_id, outcome = await services.executions.run_and_wait(actor, script, args, trigger, event=event,
+                                                                     text=text)
             return route_answer(job_id, outcome)
-        job_id = (await services.executions.start(actor, script, args, trigger, event=event)).execution_id
+        job_id = (await services.executions.start(actor, script, args, trigger, event=event, text=text)).execution_id
     elif found.request_type == "sync":
         job_id, outcome = await services.jobs.run_and_wait(actor, args, trigger, path=script, event=event, text=text)
         return route_answer(job_id, outcome)

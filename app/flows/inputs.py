@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import math
 import re
+from collections.abc import Collection
 from typing import Any
 
 from app.errors import BadRequest
@@ -373,3 +375,32 @@ class _Declarations:
             self.fail(f"{path}.items", f"must be one of {', '.join(ITEM_TYPES)}")
             return None
         return str(value)
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def from_text(flow: Flow, given: dict[str, Any], names: Collection[str]) -> dict[str, Any]:
+    """`given` with the inputs among `names` that came as text (a query string, `flowmill run
+    --arg k=v`) read as their declared type: `3` for an integer, `true` for a boolean, JSON
+    for json, array and multiselect. Text that does not read is left as it is, for
+    `check_inputs` to name."""
+    specs = {spec.name: spec for spec in flow.inputs}
+    read = dict(given)
+    for name in names:
+        spec, value = specs.get(name), read.get(name)
+        if spec is None or not isinstance(value, str):
+            continue
+        text = value.strip()
+        try:
+            if spec.type == "integer" and re.fullmatch(r"[+-]?\d{1,18}", text):
+                read[name] = int(text)
+            elif spec.type == "number":
+                read[name] = float(text) if not re.fullmatch(r"[+-]?\d{1,18}", text) else int(text)
+            elif spec.type == "boolean" and text.lower() in _TRUE + _FALSE:
+                read[name] = text.lower() in _TRUE
+            elif spec.type in ("json", "array", "multiselect"):
+                read[name] = json.loads(text)
+        except ValueError:
+            pass
+    return read

@@ -19,6 +19,7 @@ runs the rest.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -29,7 +30,7 @@ from app.engine.queue import NewRun, Policy
 from app.errors import BadRequest, Conflict, NotFound
 from app.flows import records
 from app.flows.control import Control
-from app.flows.inputs import check_inputs, secret_inputs
+from app.flows.inputs import check_inputs, from_text, secret_inputs
 from app.flows.model import Flow, load
 from app.flows.runner import Execution, FlowRunner, TaskFailure
 from app.flows.tasks import PluginTasks, TaskServices
@@ -107,7 +108,7 @@ class Executions:
 
     async def start(self, actor: Actor, path: str, inputs: Any, trigger: Trigger, parent: str | None = None,
                     root: str | None = None, claimed: bool = False, event: Any = None, at_ms: int | None = None,
-                    job_id: str | None = None) -> Started:
+                    job_id: str | None = None, text: Collection[str] = ()) -> Started:
         """Queue an execution of the flow at `path` (`f/<namespace>/<name>`) with `inputs`,
         checked first (BadRequest, no execution, when they do not fit); committed on return.
         `event`: what a route or webhook received (`trigger` in templates); its inputs are the
@@ -119,6 +120,8 @@ class Executions:
         if event is not None:
             declared = {item.name for item in flow.inputs}
             inputs = {name: value for name, value in inputs.items() if name in declared}
+        if text:
+            inputs = from_text(flow, inputs, text)
         checked = check_inputs(flow, inputs)
         job_id = job_id or random_uuid()
         args = msgspec.json.encode(self._seal(actor.workspace, job_id, flow, checked)).decode()
@@ -141,6 +144,14 @@ class Executions:
         self.executor.submit(QueuedJob.new(job_id, actor.workspace, "flow", run.path, policy, parent, at, claimed=claimed))
         return Started(job_id, "RUNNING" if claimed else "QUEUED", tasks_total(flow))
 
+    async def is_flow(self, workspace: str, path: str) -> bool:
+        """Whether `path` names a flow of the workspace (`f/<namespace>/<name>`)."""
+        try:
+            await self.flows.by_path(workspace, path)
+        except NotFound:
+            return False
+        return True
+
     async def check_start(self, workspace: str, path: str, inputs: Any) -> None:
         """That the flow at `path` exists (NotFound) and, when `inputs` are given (a schedule's),
         that they fit it (BadRequest naming each bad one)."""
@@ -149,9 +160,9 @@ class Executions:
             check_inputs(flow, inputs)
 
     async def run_and_wait(self, actor: Actor, path: str, inputs: Any, trigger: Trigger,
-                           event: Any = None) -> tuple[str, Outcome]:
+                           event: Any = None, text: Collection[str] = ()) -> tuple[str, Outcome]:
         """Start an execution and wait for its end (a synchronous route): its id and outcome."""
-        job_id = (await self.start(actor, path, inputs, trigger, event=event)).execution_id
+        job_id = (await self.start(actor, path, inputs, trigger, event=event, text=text)).execution_id
         job = await self.jobs.wait(actor.workspace, job_id)
         return job_id, Outcome(job["status"], msgspec.json.encode(job["result"]).decode(), job["error"])
 

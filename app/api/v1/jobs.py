@@ -18,7 +18,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.engine.executor import Outcome
 from app.engine.queue import FINAL
-from app.errors import Conflict, FlowmillError
+from app.errors import Conflict, FlowmillError, NotFound
 from app.api.bounds import INT32_MAX
 from app.api.context import context, json_body
 from app.api.documented import RUN_ARGS
@@ -151,11 +151,19 @@ def _text(request: Request, args: Any) -> frozenset[str]:
 
 @post("/jobs/run/p/{path:path}", opt={"role": "executor", "audit": "job.run", "audit_success": False, "body": RUN_ARGS}, status_code=201)
 async def run_async(request: Request, path: str) -> JobCreated:
-    """Queue a run of the script at `path`; answered with its id once committed."""
+    """Queue a run of the script at `path` (or an execution of the flow there, its inputs the
+    body); answered with its id once committed."""
     services, actor = context(request)
     args = await json_body(request)
-    job_id = await services.jobs.enqueue(actor, args, _trigger(request), path=path.lstrip("/"), refs=True,
-                                         text=_text(request, args))
+    path = path.lstrip("/")
+    try:
+        job_id = await services.jobs.enqueue(actor, args, _trigger(request), path=path, refs=True,
+                                             text=_text(request, args))
+    except NotFound:
+        if not await services.executions.is_flow(actor.workspace, path):
+            raise
+        job_id = (await services.executions.start(actor, path, args, _trigger(request),
+                                                  text=_text(request, args))).execution_id
     return JobCreated(job_id, job_id)
 
 
