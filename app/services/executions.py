@@ -43,7 +43,7 @@ from app.services.actor import Actor, lowest
 from app.services.credentials import Credentials
 from app.services.flow_approvals import FlowApprovals
 from app.services.flows import FlowRecord, Flows, FlowVersion
-from app.services.jobs import Jobs, Trigger, job_view
+from app.services.jobs import Jobs, Trigger, job_view, run_cursor
 from app.services.kv import KeyValueStore
 from app.services.variables import Variables
 from app.store.base import Database, Statement
@@ -334,12 +334,7 @@ class Executions:
             paths = chosen if paths is None else [p for p in paths if p in chosen]
         if status is not None and status not in queue.STATUSES:
             raise BadRequest(f"status must be one of {', '.join(queue.STATUSES)}")
-        before = None
-        if cursor:
-            created, _, last_id = cursor.partition(":")
-            if not (created.isascii() and created.isdigit() and len(created) <= 15) or not last_id:
-                raise BadRequest("cursor is not one this API gave")
-            before = (int(created), last_id)
+        before = run_cursor(cursor)
         limit = max(1, min(limit, MAX_PAGE))
         if paths == []:
             return [], None

@@ -115,6 +115,17 @@ def job_view(row: Row) -> dict[str, Any]:
     }
 
 
+def run_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """(created_at, id) of a page of runs' cursor `<created_at>:<id>` (BadRequest when it is
+    not one this API gave), or None for the first page."""
+    if not cursor:
+        return None
+    created, _, last_id = cursor.partition(":")
+    if not (created.isascii() and created.isdigit() and len(created) <= 15) or not last_id:
+        raise BadRequest("cursor is not one this API gave")
+    return int(created), last_id
+
+
 def outcome_of(job: dict[str, Any]) -> Outcome:
     """How a final run ended, from its view (`job_view`): the result back to JSON text."""
     return Outcome(job["status"], msgspec.json.encode(job["result"]).decode(), job["error"])
@@ -481,12 +492,7 @@ class Jobs:
                                                          ("parent_job", parent), ("kind", kind)) if value is not None}
         if kind is not None and kind not in KINDS:
             raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
-        before = None
-        if cursor:
-            created, _, last_id = cursor.partition(":")
-            if not (created.isascii() and created.isdigit() and len(created) <= 15) or not last_id:
-                raise BadRequest("cursor is not one this API gave")
-            before = (int(created), last_id)
+        before = run_cursor(cursor)
         limit = max(1, min(limit, MAX_PAGE))
         rows = await self.runs.page(workspace, filters, before, limit + 1)
         items = [job_view(r) for r in rows[:limit]]
