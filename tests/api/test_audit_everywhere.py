@@ -171,6 +171,41 @@ def _member(c: httpx.Client) -> str:
     return username
 
 
+def _execution(c: httpx.Client, w: str, tasks: str, status: str | tuple[str, ...]) -> str:
+    """An execution of a new flow of `tasks` (YAML lines), once its status is `status`."""
+    text = f"name: exec{_n()}\nnamespace: audit\ntasks:\n{tasks}"
+    flow = _made(c, "POST", f"{v1(w)}/flows", json={"yamlContent": text}).json()
+    execution_id = _made(c, "POST", f"{v1(w)}/flows/{flow['id']}/execute", json={"inputs": {}}).json()["executionId"]
+    wanted = (status,) if isinstance(status, str) else status
+    wait_for(lambda: c.get(f"{v1(w)}/executions/{execution_id}").json()["execution"]["status"] in wanted, 30,
+             f"an execution {status}")
+    return execution_id
+
+
+def _sleeping_execution(c: httpx.Client, w: str) -> str:
+    """An execution WAITING on a minute's flow.sleep: it can be cancelled. (Not while it goes from
+    RUNNING to WAITING: a cancel then may match neither and be audited `unchanged`.)"""
+    return _execution(c, w, "  - {name: nap, type: flow.sleep, properties: {duration: 60s}}\n", "WAITING")
+
+
+def _failed_execution(c: httpx.Client, w: str) -> str:
+    """A FAILED execution (its util.assert fails after a task that succeeded): it can be retried."""
+    return _execution(c, w, "  - {name: first, type: util.noop}\n"
+                            "  - {name: gate, type: util.assert, properties: {condition: \"{{ 1 == 2 }}\"}}\n", "FAILED")
+
+
+def _done_execution(c: httpx.Client, w: str) -> str:
+    """A SUCCESS execution of two tasks: it can be replayed from its second."""
+    return _execution(c, w, "  - {name: first, type: util.noop}\n  - {name: second, type: util.noop}\n", "SUCCESS")
+
+
+def _approval(c: httpx.Client, w: str) -> str:
+    """A PENDING approval, the one an execution WAITING on its flow.approval asks for."""
+    execution_id = _execution(c, w, "  - {name: gate, type: flow.approval, properties: {message: audited}}\n", "WAITING")
+    return wait_for(lambda: next((a["id"] for a in c.get(f"{v1(w)}/approvals", params={"executionId": execution_id}).json()),
+                                 None), 30, "the approval")
+
+
 # Every change of the document, by its /api/v1 form (or its Windmill form): what its successful
 # call is. The /api/v1/w/{workspace}/ form of one is called with the same `prepare` in OTHER.
 CHANGES: dict[str, Change] = {
@@ -247,6 +282,19 @@ CHANGES: dict[str, Change] = {
     "POST /api/v1/flows/import": Change("flow.import", lambda c, w: (
         "POST", f"{v1(w)}/flows/import", {"json": {"yamlContent": _flow_yaml(f"flow{_n()}")}})),
     "POST /api/v1/flows/{flow_id}/revisions/{rev}/restore": Change("flow.restore", lambda c, w: _flow_restore(c, w)),
+    # -- executions, approvals: cancel is audited by the jobs service (job:<id>), retry as
+    # execution:<id>, a decision as approval:<id>. A replay declares audit_success False like a
+    # run, and has its job row too, but its service writes one entry (execution:<new id>) as well.
+    "POST /api/v1/executions/{execution_id}/cancel": Change("execution.cancel", lambda c, w: (
+        "POST", f"{v1(w)}/executions/{_sleeping_execution(c, w)}/cancel", {})),
+    "POST /api/v1/executions/{execution_id}/retry": Change("execution.retry", lambda c, w: (
+        "POST", f"{v1(w)}/executions/{_failed_execution(c, w)}/retry", {})),
+    "POST /api/v1/executions/{execution_id}/replay": Change("execution.replay", lambda c, w: (
+        "POST", f"{v1(w)}/executions/{_done_execution(c, w)}/replay", {"json": {"fromTask": "second"}})),
+    "POST /api/v1/approvals/{approval_id}/approve": Change("approval.approve", lambda c, w: (
+        "POST", f"{v1(w)}/approvals/{_approval(c, w)}/approve", {"json": {"values": {}}})),
+    "POST /api/v1/approvals/{approval_id}/reject": Change("approval.reject", lambda c, w: (
+        "POST", f"{v1(w)}/approvals/{_approval(c, w)}/reject", {"json": {}})),
     # -- the Windmill API --
     "POST /api/w/{workspace}/variables/create": Change("variable.create", lambda c, w: (
         "POST", f"{wm(w)}/variables/create", {"json": {"path": f"f/audit/v{_n()}", "value": "x"}})),
@@ -280,7 +328,12 @@ RUNS: dict[str, Prepare] = {
         "POST", f"{wm(w)}/jobs/run_wait_result/p/{_script(c, w)['path']}", {"json": {}}),
     "POST /api/w/{workspace}/jobs/run_wait_result/h/{digest}": lambda c, w: (
         "POST", f"{wm(w)}/jobs/run_wait_result/h/{_script(c, w)['hash']}", {"json": {}}),
+    "POST /api/v1/flows/{flow_id}/execute": lambda c, w: ("POST", f"{v1(w)}/flows/{_flow(c, w)['id']}/execute", {"json": {}}),
+    "POST /api/w/{workspace}/jobs/run/f/{path}": lambda c, w: ("POST", f"{wm(w)}/jobs/run/f/f/audit/{_flow(c, w)['name']}", {"json": {}}),
 }
+
+# The action a run's refusal is audited under, when not job.run.
+RUN_ACTIONS = {"POST /api/v1/flows/{flow_id}/execute": "flow.execute"}
 
 # Reads that take a body, and logging in: they change nothing (opt["audit"] False) and leave no entry.
 CHANGES_NOTHING: dict[str, Prepare] = {
@@ -299,10 +352,7 @@ def _resume_url(c: httpx.Client, w: str, which: str) -> str:
 
 # What cannot succeed yet, called to see it still answers its known refusal (audited as
 # `rejected`); when one starts succeeding, this test fails and it moves to CHANGES or RUNS.
-CANNOT_SUCCEED_YET: dict[str, tuple[str, int, Prepare]] = {
-    # Flows are not part of Flowmill yet: no flow is ever found.
-    "POST /api/w/{workspace}/jobs/run/f/{path}": ("job.run", 404, lambda c, w: ("POST", f"{wm(w)}/jobs/run/f/f/audit/none", {"json": {}})),
-}
+CANNOT_SUCCEED_YET: dict[str, tuple[str, int, Prepare]] = {}
 
 # Changes a viewer may make, so no refusal to look for: its own tokens, firing a webhook (its
 # key is the authority, not a role) and answering an approval link (its signature is).
@@ -432,7 +482,7 @@ def test_every_refused_change_is_audited_once_as_denied(server: FlowmillServer, 
     viewer = server.user(username, "viewer")
     _made(admin, "PUT", f"/api/v1/workspaces/{OTHER}/members/{username}", json={"role": "viewer"})
     refused: list[tuple[str, str, str]] = []  # (operation, action, request id)
-    actions = {key: change.action for key, change in CHANGES.items()} | {key: "job.run" for key in RUNS}
+    actions = {key: change.action for key, change in CHANGES.items()} | {key: RUN_ACTIONS.get(key, "job.run") for key in RUNS}
     for operation, key, workspace in _operations(server):
         if key not in actions or key in VIEWER_MAY or (workspace == OTHER and not key.startswith("POST /api/w/")):
             continue  # one refusal per operation: its /api/v1 form (a Windmill one has only its workspace form)
