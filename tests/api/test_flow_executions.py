@@ -430,3 +430,109 @@ def test_flows_behind_routes_webhooks_and_wmill(server: FlowmillServer, api: htt
     started = api.post("/api/w/main/jobs/run/f/f/t/hook", json={"order": 9})
     assert started.status_code == 201, started.text
     assert finished(api, started.text)["execution"]["outputs"] == {"seen": "9-none"}
+
+
+def _websocket(server: FlowmillServer, path: str, token: str | None) -> list[dict[str, Any] | int]:
+    """A minimal RFC 6455 client: the handshake, then every text frame as JSON until the server
+    closes, which ends the list with its close code (or the refused handshake's HTTP status)."""
+    import base64
+    import json
+    import os
+    import socket
+    import struct
+
+    url = httpx.URL(server.url)
+    with socket.create_connection((url.host, url.port), timeout=15) as sock:
+        headers = [f"GET {path} HTTP/1.1", f"Host: {url.host}:{url.port}", "Upgrade: websocket", "Connection: Upgrade",
+                   f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}", "Sec-WebSocket-Version: 13",
+                   *([f"Authorization: Bearer {token}"] if token else [])]
+        sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+        reader = sock.makefile("rb")
+        status = int(reader.readline().split()[1])
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+        if status != 101:
+            return [status]
+        received: list[dict[str, Any] | int] = []
+        while True:
+            first, second = reader.read(2)
+            size = second & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", reader.read(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", reader.read(8))[0]
+            payload = reader.read(size)  # a server's frames are not masked
+            if first & 0x0F == 0x8:  # close
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                sock.sendall(b"\x88\x82" + b"\0\0\0\0" + payload[:2])  # echo it, masked with zeros
+                return [*received, code]
+            if first & 0x0F == 0x1:
+                received.append(json.loads(payload))
+
+
+def test_websocket_logs_give_past_lines_then_the_end(server: FlowmillServer, api: httpx.Client) -> None:
+    execution_id = execute(api, flow(api, """
+        name: ws-logs
+        namespace: t
+        tasks:
+          - {name: say, type: util.log, properties: {message: "over the socket"}}
+        """)["id"])
+    assert finished(api, execution_id)["execution"]["status"] == "SUCCESS"
+    path = f"/api/v1/executions/{execution_id}/logs"
+    *messages, code = _websocket(server, path, server.admin_token())
+    assert code == 1000, messages
+    assert any("over the socket" in m.get("line", "") for m in messages[:-1]), messages
+    assert messages[-1]["event"] == "end" and messages[-1]["status"] == "SUCCESS"
+    assert {"outputs", "error"} <= set(messages[-1])
+    # No token: refused. The handler closes with 4401 before accepting, which the server answers
+    # as a refused handshake (HTTP 403): no close code reaches the client.
+    assert _websocket(server, path, None) == [403]
+
+
+def test_sse_logs_end_with_result_then_end(api: httpx.Client) -> None:
+    execution_id = execute(api, flow(api, """
+        name: sse-logs
+        namespace: t
+        tasks:
+          - {name: say, type: util.log, properties: {message: "over sse"}}
+        """)["id"])
+    with api.stream("GET", f"/api/v1/executions/{execution_id}/logs/stream") as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("event:").strip() for line in answer.iter_lines() if line.startswith("event:")]
+    assert events[-2:] == ["result", "end"], events
+    assert "log" in events[:-2]
+
+
+def test_viewer_reads_but_cannot_act_and_approvals_ask_their_role(server: FlowmillServer, api: httpx.Client) -> None:
+    suffix = str(time.monotonic_ns())
+    viewer = server.client(server.user(f"exec-viewer{suffix}", "viewer"))
+    executor = server.client(server.user(f"exec-executor{suffix}", "executor"))
+    gated = flow(api, """
+        name: role-gated
+        namespace: t
+        tasks:
+          - {name: gate, type: flow.approval, properties: {message: "admins only", role: admin}}
+        """)
+    execution_id = execute(api, gated["id"])
+    approval = wait_for(lambda: [a for a in api.get("/api/v1/approvals").json() if a["executionId"] == execution_id],
+                        10, "the approval")[0]
+    assert approval["role"] == "admin"
+    with viewer, executor:
+        assert viewer.get("/api/v1/executions").status_code == 200
+        assert viewer.get(f"/api/v1/executions/{execution_id}").status_code == 200
+        assert viewer.get("/api/v1/approvals").status_code == 200
+        assert viewer.get(f"/api/v1/approvals/{approval['id']}").status_code == 200
+        for method, url, body in (
+                ("POST", f"/api/v1/flows/{gated['id']}/execute", {"inputs": {}}),
+                ("POST", f"/api/v1/executions/{execution_id}/cancel", None),
+                ("POST", f"/api/v1/executions/{execution_id}/retry", None),
+                ("POST", f"/api/v1/executions/{execution_id}/replay", {"fromTask": "gate"}),
+                ("POST", f"/api/v1/approvals/{approval['id']}/approve", {"values": {}}),
+                ("POST", f"/api/v1/approvals/{approval['id']}/reject", {})):
+            refused = viewer.request(method, url, json=body)
+            assert refused.status_code == 403, (url, refused.status_code, refused.text)
+        refused = executor.post(f"/api/v1/approvals/{approval['id']}/approve", json={"values": {}})
+        assert refused.status_code == 403, refused.text
+    assert api.get(f"/api/v1/approvals/{approval['id']}").json()["status"] == "PENDING"
+    assert api.post(f"/api/v1/approvals/{approval['id']}/approve", json={"values": {}}).status_code == 200
+    assert finished(api, execution_id)["execution"]["status"] == "SUCCESS"
