@@ -484,9 +484,8 @@ def test_websocket_logs_give_past_lines_then_the_end(server: FlowmillServer, api
     assert any("over the socket" in m.get("line", "") for m in messages[:-1]), messages
     assert messages[-1]["event"] == "end" and messages[-1]["status"] == "SUCCESS"
     assert {"outputs", "error"} <= set(messages[-1])
-    # No token: refused. The handler closes with 4401 before accepting, which the server answers
-    # as a refused handshake (HTTP 403): no close code reaches the client.
-    assert _websocket(server, path, None) == [403]
+    # No token: refused with the close code 4401 (4000 + the HTTP status), nothing sent before it.
+    assert _websocket(server, path, None) == [4401]
 
 
 def test_sse_logs_end_with_result_then_end(api: httpx.Client) -> None:

@@ -154,6 +154,7 @@ async def execution_logs(socket: WebSocket, execution_id: str) -> None:
     """Past lines, then live ones, each a JSON message `{id, ts, stream, line}`; then
     `{event: "end", status, outputs, error}` and the socket is closed. A token goes in the
     `Authorization: Bearer` header (never in the URL)."""
+    await socket.accept()  # first, so that a refusal reaches the client as a close code (4401, 4403, 4404)
     try:
         actor = await authorize(socket.scope, socket.route_handler, "ws")  # type: ignore[arg-type]
         services = socket.app.state.services
@@ -161,7 +162,6 @@ async def execution_logs(socket: WebSocket, execution_id: str) -> None:
     except FlowmillError as error:
         await socket.close(code=4000 + error.status, reason=error.message[:120])
         return
-    await socket.accept()
     hub = services.jobs.executor.hub
     written = hub.subscribe(execution_id)
     last = 0
@@ -201,8 +201,7 @@ async def retry_execution(request: Request, execution_id: str) -> ExecutionDetai
     return detail(await services.executions.retry(actor, execution_id))
 
 
-@post("/executions/{execution_id:str}/replay", opt={"role": "executor", "audit": "execution.replay",
-                                                    "audit_success": False}, status_code=201)
+@post("/executions/{execution_id:str}/replay", opt={"role": "executor", "audit": "execution.replay"}, status_code=201)
 async def replay_execution(request: Request, execution_id: str, data: ReplayIn) -> ExecuteOut:
     """A new execution of the same flow version and inputs that reuses the outputs of the tasks
     before `fromTask` and runs it and the rest."""
