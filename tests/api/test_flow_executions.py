@@ -535,3 +535,107 @@ def test_viewer_reads_but_cannot_act_and_approvals_ask_their_role(server: Flowmi
     assert api.get(f"/api/v1/approvals/{approval['id']}").json()["status"] == "PENDING"
     assert api.post(f"/api/v1/approvals/{approval['id']}/approve", json={"values": {}}).status_code == 200
     assert finished(api, execution_id)["execution"]["status"] == "SUCCESS"
+
+
+def test_credentials_and_secret_inputs_never_reach_what_is_stored(server: FlowmillServer, api: httpx.Client) -> None:
+    assert api.post("/api/v1/credentials", json={"name": "FLOW_TOKEN", "value": "tok-1234-secret"}).status_code == 201
+    result = run(api, """
+        name: secretive
+        namespace: t
+        inputs:
+          - {name: password, type: secret, required: true}
+        tasks:
+          - {name: use, type: util.log, properties: {message: "token ${FLOW_TOKEN} pw {{ inputs.password }}"}}
+          - {name: echo, type: util.set, properties: {value: "${FLOW_TOKEN}/{{ inputs.password }}"}}
+        outputs:
+          echoed: "{{ outputs.echo.value }}"
+        """, {"password": "hunter2-pass"})
+    execution = result["execution"]
+    assert execution["status"] == "SUCCESS", execution
+    assert execution["outputs"] == {"echoed": "***/***"} and execution["inputs"] == {"password": "***"}
+    logs = " ".join(line["line"] for line in api.get(f"/api/v1/jobs/{execution['id']}/logs").json())
+    assert "token *** pw ***" in logs
+    stored = server.dump()
+    assert "tok-1234-secret" not in stored and "hunter2-pass" not in stored
+
+
+def test_kv_shell_and_run_script_tasks(api: httpx.Client) -> None:
+    assert api.post("/api/v1/scripts", json={"path": "f/t/double", "content": "def main(x: int):\n    return x * 2\n"}
+                    ).status_code in (200, 201)
+    result = run(api, """
+        name: plugins
+        namespace: t
+        tasks:
+          - {name: put, type: kv.set, properties: {namespace: flowkv, key: k1, value: {n: 3}}}
+          - {name: read, type: kv.get, properties: {namespace: flowkv, key: k1}}
+          - {name: drop, type: kv.delete, properties: {namespace: flowkv, key: k1}}
+          - {name: gone, type: kv.get, properties: {namespace: flowkv, key: k1}}
+          - {name: shell, type: script.shell, properties: {command: "echo from-shell; echo $((6 * 7))"}}
+          - {name: call, type: flowmill.run_script, properties: {path: f/t/double, args: {x: 21}}}
+        outputs:
+          read: "{{ outputs.read.value.n }}"
+          found: "{{ outputs.gone.found }}"
+          shell: "{{ outputs.shell.stdout }}"
+          call: "{{ outputs.call.result }}"
+        """, timeout_s=60)
+    execution = result["execution"]
+    assert execution["status"] == "SUCCESS", result
+    assert execution["outputs"] == {"read": 3, "found": False, "shell": "from-shell\n42\n", "call": 42}
+    assert api.get("/api/v1/kv/flowkv/k1").status_code == 404
+
+
+def test_flow_concurrency_limit_queues_extra_executions(api: httpx.Client) -> None:
+    created = flow(api, """
+        name: one-at-a-time
+        namespace: t
+        concurrency: {limit: 1}
+        tasks:
+          - {name: busy, type: util.sleep, properties: {duration: 600ms}}
+        """)
+    first, second = execute(api, created["id"]), execute(api, created["id"])
+    time.sleep(0.3)
+    assert api.get(f"/api/v1/executions/{second}").json()["execution"]["status"] == "QUEUED"
+    one, two = finished(api, first)["execution"], finished(api, second)["execution"]
+    assert one["status"] == two["status"] == "SUCCESS"
+    assert two["startedAt"] >= one["finishedAt"]
+
+
+def test_approval_timeout_takes_its_default(api: httpx.Client) -> None:
+    approved = run(api, """
+        name: lazy-approver
+        namespace: t
+        tasks:
+          - {name: gate, type: flow.approval, properties: {message: "ok?", timeout: 1s, default: approve}}
+        """)
+    assert approved["execution"]["status"] == "SUCCESS"
+    assert tasks(approved)["gate"]["outputs"]["timedOut"] is True
+    refused = run(api, """
+        name: strict-approver
+        namespace: t
+        tasks:
+          - {name: gate, type: flow.approval, properties: {message: "ok?", timeout: 1s}}
+        """)
+    assert refused["execution"]["status"] == "FAILED"
+    assert refused["execution"]["error"]["name"] == "ApprovalTimedOut"
+
+
+def test_a_schedule_starts_a_flow_once_per_tick(server: FlowmillServer, api: httpx.Client) -> None:
+    flow(api, """
+        name: ticking
+        namespace: t
+        inputs:
+          - {name: tag, type: string, required: true}
+        tasks:
+          - {name: mark, type: util.set, properties: {value: "{{ inputs.tag }}"}}
+        """)
+    bad = api.post("/api/v1/triggers", json={"kind": "schedule", "cron": "* * * * * *", "args": {},
+                                             "runnable": {"kind": "flow", "path": "f/t/ticking"}})
+    assert bad.status_code == 400  # the required input is missing
+    schedule = api.post("/api/v1/triggers", json={"kind": "schedule", "cron": "* * * * * *", "args": {"tag": "tick"},
+                                                  "runnable": {"kind": "flow", "path": "f/t/ticking"}})
+    assert schedule.status_code == 201, schedule.text
+    ran = wait_for(lambda: [e for e in api.get("/api/v1/executions", params={"namespace": "t", "limit": 200}).json()["items"]
+                            if e["path"] == "f/t/ticking" and e["status"] == "SUCCESS"], 15, "a tick")
+    assert ran[0]["trigger"] == {"kind": "schedule", "detail": schedule.json()["id"]}
+    assert ran[0]["outputs"] is None or ran[0]["outputs"] == {}
+    assert api.delete(f"/api/v1/triggers/{schedule.json()['id']}").status_code == 204
