@@ -22,6 +22,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "main's arguments by name (left out: none); `$var:`, `$res:` and `$cred:` strings are references",
     },
     "CancelReason": {"type": "object", "properties": {"reason": {"type": "string"}}},
+    "ExecuteIn": {
+        "type": "object", "properties": {"inputs": {"type": "object", "additionalProperties": {"$ref": JSON_VALUE},
+                                                    "description": "the flow's inputs by name (left out: none)"}},
+    },
+    "DecisionIn": {
+        "type": "object", "properties": {"values": {"type": "object", "additionalProperties": {"$ref": JSON_VALUE},
+                                                    "description": "the approval form's values by name"}},
+    },
     "OpenAPIImportIn": {
         "type": "object", "required": ["folder"],
         "properties": {
@@ -48,3 +56,5 @@ OPENAPI_IMPORT: Body = {
     "application/json": {"$ref": _REF + "OpenAPIImportIn"},
     "multipart/form-data": {"$ref": _REF + "OpenAPIUpload"},
 }
+EXECUTE_IN: Body = {"application/json": {"$ref": _REF + "ExecuteIn"}}
+DECISION_IN: Body = {"application/json": {"$ref": _REF + "DecisionIn"}}

@@ -11,9 +11,9 @@ from litestar import Request, get, post
 from litestar.params import Parameter
 
 from app.api.context import context, json_body
+from app.api.documented import DECISION_IN
 from app.services.flow_approvals import Approval
 
-DECIDE_BODY = {"description": "{values?: the form's values, comment?}"}
 
 
 class ApprovalOut(msgspec.Struct, rename="camel"):
@@ -62,14 +62,14 @@ async def _decide(request: Request, approval_id: str, approve: bool) -> Approval
 
 
 @post("/approvals/{approval_id:str}/approve", opt={"role": "executor", "audit": "approval.approve", "errors": (409,),
-                                                   "body": DECIDE_BODY}, status_code=200)
+                                                   "body": DECISION_IN}, status_code=200)
 async def approve(request: Request, approval_id: str) -> ApprovalOut:
     """Approve, with the form's values (checked against it); the execution goes on."""
     return await _decide(request, approval_id, True)
 
 
 @post("/approvals/{approval_id:str}/reject", opt={"role": "executor", "audit": "approval.reject", "errors": (409,),
-                                                  "body": DECIDE_BODY}, status_code=200)
+                                                  "body": DECISION_IN}, status_code=200)
 async def reject(request: Request, approval_id: str) -> ApprovalOut:
     """Reject: the approval task fails (and the execution with it, unless allowFailure)."""
     return await _decide(request, approval_id, False)

@@ -13,6 +13,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
 from app.api.context import context, json_body
+from app.api.documented import EXECUTE_IN
 from app.api.v1.jobs import RUN_EVENTS, run_events
 from app.engine.queue import FINAL
 from app.errors import FlowmillError
@@ -21,7 +22,6 @@ from app.server.access import authorize
 from app.services.executions import Started
 from app.services.jobs import Trigger
 
-EXECUTE_BODY = {"description": "the flow's inputs, by name (a JSON object)"}
 
 
 class ExecuteOut(msgspec.Struct, rename="camel"):
@@ -29,10 +29,6 @@ class ExecuteOut(msgspec.Struct, rename="camel"):
     job_id: str  # the same id: a run's id is jobId everywhere
     status: str
     tasks_total: int
-
-
-class ExecuteIn(msgspec.Struct, forbid_unknown_fields=True):
-    inputs: dict[str, Any] = {}
 
 
 class ExecutionOut(msgspec.Struct, rename="camel"):
@@ -106,7 +102,7 @@ def _started(started: Started) -> ExecuteOut:
 
 
 @post("/flows/{flow_id:str}/execute", opt={"role": "executor", "audit": "flow.execute", "audit_success": False,
-                                           "body": EXECUTE_BODY}, status_code=201)
+                                           "body": EXECUTE_IN}, status_code=201)
 async def execute(request: Request, flow_id: str) -> ExecuteOut:
     """Queue an execution with `{inputs}` (checked first: 400 naming each bad input, and no
     execution); answered once it is committed."""
