@@ -260,6 +260,17 @@ def reopen(job_id: str, now: int) -> Statement:
     )
 
 
+def restart(job_id: str, now: int) -> Statement:
+    """A workflow instance run again from its start under its id (its steps were set aside
+    first): QUEUED as new, from any status but QUEUED and RUNNING."""
+    return Statement(
+        "UPDATE job SET status = 'QUEUED', result = NULL, error = NULL, started_at = NULL, finished_at = NULL, "
+        "wake_at = NULL, waiting_for = NULL, cancel_requested = 0, pause_requested = 0, attempt = 1, "
+        "scheduled_for = $1, worker = '' WHERE id = $2 AND status NOT IN ('QUEUED', 'RUNNING')",
+        (now, job_id),
+    )
+
+
 def cancel_idle(job_id: str, error: str, now: int) -> Statement:
     """Cancel a run that nothing carries (QUEUED, WAITING or PAUSED) at once."""
     return Statement(

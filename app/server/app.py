@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 import app as flowmill
 from app.api.windmill import windmill_routers
 from app.api import inbound
+from app.api import workflows as instances_api
 from app.api.context import bound_typed_body
 from app.api.v1 import (
     approvals, audit, auth, credentials, executions, flows, health, jobs, kv, plugins, routes, scripts, triggers, variables,
@@ -86,7 +87,9 @@ def create_app(services: Services) -> Litestar:
             *health.HANDLERS,
             Router("/api/v1", route_handlers=[*workspaces.HANDLERS, *routes.INSTANCE_HANDLERS, *WORKSPACE_HANDLERS]),
             *inbound.HANDLERS,
-            Router("/api/v1/w/{workspace:str}", route_handlers=WORKSPACE_HANDLERS),
+            Router("/api/v1/w/{workspace:str}", route_handlers=[*WORKSPACE_HANDLERS, *instances_api.HANDLERS]),
+            # DESIGN §4.4: the instances API's paths under /api (workspace main; others at /api/v1/w/{workspace})
+            Router("/api", route_handlers=[*instances_api.HANDLERS, *instances_api.TICK_HANDLERS]),
             *windmill_routers(),
             create_static_files_router(DOCS_ASSETS, [_SWAGGER_UI], include_in_schema=False,
                                        cache_control=None, send_as_attachment=False),

@@ -24,6 +24,7 @@ from app.services.executions import Executions
 from app.services.flow_approvals import FlowApprovals
 from app.services.flows import Flows
 from app.services.instance import InstanceSettings
+from app.services.instances import Instances
 from app.services.jobs import Jobs
 from app.services.kv import KeyValueStore
 from app.services.resources import Resources
@@ -59,6 +60,7 @@ class Services:
     flows: Flows
     executions: Executions
     approvals: FlowApprovals
+    instances: Instances
     instance: InstanceSettings
     retention: Retention
     plugins: Registry  # the task types of flows (app.plugins), built-in and installed
@@ -182,6 +184,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
         flows=flows,
         executions=executions,
         approvals=approvals,
+        instances=Instances(db, jobs, instance),
         instance=instance,
         retention=Retention(db, retention_policy(settings), settings.retention_interval_s),
         plugins=plugins,

@@ -17,6 +17,7 @@ from app.services import Services
 from app.services.actor import at_least
 from app.services.cors import Cors
 from app.services.fetch import fetch_text
+from app.services.instances import RUNNER_TICK
 from app.services.openapi import curl_command, export_openapi, import_routes
 from app.services.routes import RouteSpec
 
@@ -121,6 +122,7 @@ class StaticFile(msgspec.Struct, forbid_unknown_fields=True):
 class SettingsOut(msgspec.Struct, rename="camel"):
     route_workspace_prefix: bool
     allow_private_urls: bool
+    runner_tick: bool  # POST /api/_runner/tick is served (admins only)
 
 
 def route_out(view: dict[str, Any]) -> RouteOut:
@@ -130,6 +132,7 @@ def route_out(view: dict[str, Any]) -> RouteOut:
 class SettingsIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     route_workspace_prefix: bool | None = None
     allow_private_urls: bool | None = None  # an OpenAPI import may fetch from loopback and private addresses
+    runner_tick: bool | None = None  # the workflow runner tick (POST /api/_runner/tick) is served
 
 
 @get("/routes", opt={"role": "viewer"})
@@ -288,13 +291,17 @@ async def put_settings(request: Request, data: SettingsIn) -> SettingsOut:
         await services.routes.set_prefixed(actor, data.route_workspace_prefix)
     if data.allow_private_urls is not None:
         await services.instance.set_allow_private_urls(actor, data.allow_private_urls)
-    if data.route_workspace_prefix is None and data.allow_private_urls is None and not actor.superadmin:
+    if data.runner_tick is not None:
+        await services.db.write(services.instance.set_flag(actor, RUNNER_TICK, data.runner_tick))
+    if data.route_workspace_prefix is None and data.allow_private_urls is None and data.runner_tick is None \
+            and not actor.superadmin:
         raise Forbidden("only an instance admin changes instance settings")
     return await _settings(services)
 
 
 async def _settings(services: Services) -> SettingsOut:
-    return SettingsOut(await services.routes.prefixed(), await services.instance.allow_private_urls())
+    return SettingsOut(await services.routes.prefixed(), await services.instance.allow_private_urls(),
+                       await services.instance.flag(RUNNER_TICK))
 
 
 HANDLERS = [
