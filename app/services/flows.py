@@ -123,9 +123,9 @@ def error_details(errors: list[FlowError]) -> dict[str, Any]:
 
 class Flows:
     """The flows of every workspace: saved, read, listed, versioned. `catalog` is the plugin
-    catalogue YAML is validated against (None until the plugins are part of the services)."""
+    catalogue YAML is validated against."""
 
-    def __init__(self, db: Database, catalog: Catalog | None) -> None:
+    def __init__(self, db: Database, catalog: Catalog) -> None:
         self.db = db
         self.catalog = catalog
 

@@ -144,7 +144,7 @@ def test_management_rules(server: FlowmillServer, api: httpx.Client) -> None:
     assert same_shape.status_code == 409
     for bad in ({"path": "../etc"}, {"path": "a b"}, {"path": "x", "method": "TRACE"}, {"path": "x", "requestType": "later"},
                 {"path": "x", "auth": {"kind": "magic"}}, {"path": "x", "surprise": 1},
-                {"path": "x", "runnable": {"kind": "flow", "path": "f/x"}}):
+                {"path": "x", "runnable": {"kind": "app", "path": "f/x"}}):
         assert api.post("/api/v1/routes", json=bad).status_code == 400, bad
     editor = server.user("route-editor", "editor")
     with server.client(editor) as as_editor:

@@ -318,7 +318,7 @@ def test_runs_results_and_failures(server: FlowmillServer, outside: str) -> None
     assert wmill.get_job_status(later) == "WAITING"
     assert wmill.Windmill().wait_job(later) == 2
 
-    with pytest.raises(Exception, match="404.*flows are not available yet"):
+    with pytest.raises(Exception, match="404.*no flow at f/some/flow"):
         wmill.run_flow_async("f/some/flow", args={})
     with pytest.raises(Exception, match="400.*retry"):
         wmill.run_script_by_path_async("u/admin/add", args={"a": 1, "b": 1}, retry={"constant": {"attempts": 2, "seconds": 1}})

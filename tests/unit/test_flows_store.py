@@ -13,6 +13,7 @@ import pytest
 from app.config import load_settings
 from app.errors import Forbidden, NotFound
 from app.services.actor import Actor
+from app.plugins import default_registry
 from app.services.flows import Flows, FlowVersion, yaml_hash
 from app.store.base import Database
 from app.store.migrate import prepare
@@ -35,7 +36,7 @@ def run_on(backend: str, scenario: Callable[[Flows, Database], Awaitable[None]])
         async def main() -> None:
             db = await prepare(settings)
             try:
-                await scenario(Flows(db, None), db)
+                await scenario(Flows(db, default_registry()), db)
             finally:
                 await db.close()
 
