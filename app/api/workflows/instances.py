@@ -207,8 +207,7 @@ async def instance_history(
 
 def _action(verb: str):  # type: ignore[no-untyped-def]
     @post(f"/workflows/{{name:str}}/instances/{{instance_id:str}}/{verb}",
-          opt={"role": "viewer", "audit": f"instance.{verb}", "errors": (409,)}, status_code=200,
-          name=f"instance_{verb}", operation_id=f"Instance{verb.title()}")
+          opt={"role": "viewer", "audit": f"instance.{verb}", "errors": (409,)}, status_code=200)
     async def act(request: Request, name: str, instance_id: str) -> InstanceOut:
         services, actor = context(request)
         return instance_out(await getattr(services.instances, verb)(actor, name, instance_id))
