@@ -162,6 +162,7 @@ async def build_services(settings: Settings, db: Database) -> Services:
     executions = Executions(db, jobs, flows, plugins, vault, kv, variables, credentials, approvals)
     triggers = Triggers(db, vault, jobs)
     triggers.executions = executions
+    jobs.executions = executions  # a workflow's `task_flow` starts an execution
     return Services(
         settings=settings,
         db=db,

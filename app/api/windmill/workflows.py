@@ -1,0 +1,47 @@
+"""Windmill's workflow-as-code route that `wmill` calls from inside a workflow's run: the fast
+path of `wmill.step`, which posts each step's result rather than ending the turn.
+
+`POST /jobs/wac/inline_checkpoint/{job_id}` `{key, result, started_at, duration_ms}` stores
+the step `key` of run `job_id` before the workflow goes on. Only that run's own token may
+(403 otherwise); a step is recorded by its run (only refusals are audited). A step that failed (`result` is wmill's `__wmill_error` marker) is stored as
+Flowmill stores failures, and that record is echoed back (`{"failure": ...}`): what wmill raises
+from, so that this turn and every replay see the same error. A result over the step size limit
+is a 413, and wmill then takes its slower path, which fails the run naming the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, post
+
+from app.api.context import context
+
+
+class InlineCheckpointIn(msgspec.Struct):
+    """A step's result as wmill posts it (Windmill's names)."""
+
+    key: str
+    result: Any = None
+    started_at: str | None = None
+    duration_ms: int | None = None
+
+
+class InlineCheckpointOut(msgspec.Struct, omit_defaults=True):
+    """`failure`: the record stored for a step that failed (absent for one that succeeded)."""
+
+    stored: bool = True
+    failure: dict[str, Any] | None = None
+
+
+@post("/jobs/wac/inline_checkpoint/{job_id:str}", opt={"role": "viewer", "audit": "job.step", "audit_success": False, "errors": (403, 413)},
+      status_code=200)
+async def inline_checkpoint(request: Request, job_id: str, data: InlineCheckpointIn) -> InlineCheckpointOut:
+    """Store step `key` of workflow run `job_id` (its own token only)."""
+    services, actor = context(request)
+    failure = await services.jobs.workflows.inline_step(actor, job_id, data.key, data.result)
+    return InlineCheckpointOut(failure=failure)
+
+
+HANDLERS = [inline_checkpoint]
