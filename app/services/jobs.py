@@ -456,6 +456,21 @@ class Jobs:
         await self.db.write(audit.entry(actor, f"job:{job_id}"))
         return await self.get(actor.workspace, job_id)
 
+    async def pause(self, actor: Actor, job_id: str) -> dict[str, Any]:
+        """Ask a run to pause: a QUEUED or WAITING one is PAUSED at once; a RUNNING one goes on
+        to its next step boundary (its next checkpoint, or the end of its turn) and is PAUSED
+        there, its pause request cleared. Resuming it (`resume`) runs its next turn, which
+        replays its steps. Conflict (409) for a run in another status."""
+        job = await self.get(actor.workspace, job_id)
+        results = await self.db.write(queue.request_pause(job_id), queue.pause_idle(job_id),
+                                      audit.entry(actor, f"job:{job_id}"))
+        if not results[0].rowcount:
+            raise Conflict(f"the run is {job['status']}; only a QUEUED, RUNNING or WAITING run can be paused",
+                           {"status": job["status"]})
+        if results[1].rowcount:
+            self.executor.hub.publish(job_id)
+        return await self.get(actor.workspace, job_id)
+
     async def signal(self, actor: Actor, job_id: str, what: str, name: str, key: str, value: Any) -> bool:
         """Send a run what it may wait for: the answer to an approval, or an event (`what`),
         stored as `key` with its steps (buffered until it waits for it), and the run woken if

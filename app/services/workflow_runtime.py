@@ -103,7 +103,7 @@ class WorkflowRuntime:
     async def begin(self, job: QueuedJob, run: RunInput) -> Turn | Outcome:
         """What the run's child replays; or, without a child, how the turn ends (paused, or an
         approval that timed out)."""
-        if run.pause and job.kind == "workflow":
+        if run.pause:
             return Outcome("PAUSED", writes=(queue.clear_pause(job.id),))
         if job.kind == "task":
             own = {row["name"]: row["result"] for row in await self.runs.steps(job.id)}
@@ -111,9 +111,9 @@ class WorkflowRuntime:
                 key = json.loads(own[records.WAC_EXECUTING])["key"]
                 parent = (await self._steps(run.parent_job))[0] if run.parent_job else {}
                 return Turn(parent, wac_executing=key, cache_key=key)
-            if records.TASK_FUNCTION in own:
-                record = json.loads(own[records.TASK_FUNCTION])
-                return Turn({}, task_function=record["function"], cache_key=record["key"])
+            if records.TASK_FUNCTION in own:  # its own steps (a retry of the task replays them)
+                record = json.loads(own.pop(records.TASK_FUNCTION))
+                return Turn(own, task_function=record["function"], cache_key=record["key"])
         if job.attempt == 1 and not job.resumed and job.kind == "script":
             return Turn({})  # a fresh script's first attempt has no checkpoints: no read on the common path
         steps, seen = await self._steps(job.id)
@@ -252,7 +252,7 @@ class WorkflowRuntime:
             outcome = suspended(wait)
             if outcome.wait is not None and (outcome.wait.approval or outcome.wait.event):
                 outcome = dataclasses.replace(outcome, wakes=(queue.wake_if_answered(job.id, turn.seen_seq, now),))
-        if outcome.status == "WAITING" and job.kind == "workflow" and await self.db.fetchval(
+        if outcome.status == "WAITING" and await self.db.fetchval(
                 "SELECT pause_requested FROM job WHERE id = $1", job.id):
             outcome = dataclasses.replace(outcome, status="PAUSED", wait=None, wakes=(),
                                           writes=(*outcome.writes, queue.clear_pause(job.id)))

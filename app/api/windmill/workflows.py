@@ -16,7 +16,10 @@ from typing import Any
 import msgspec
 from litestar import Request, post
 
+from app.api.bounds import check_depth
 from app.api.context import context
+from app.api.documented import INLINE_CHECKPOINT
+from app.errors import BadRequest
 
 
 class InlineCheckpointIn(msgspec.Struct):
@@ -35,13 +38,25 @@ class InlineCheckpointOut(msgspec.Struct, omit_defaults=True):
     failure: dict[str, Any] | None = None
 
 
-@post("/jobs/wac/inline_checkpoint/{job_id:str}", opt={"role": "viewer", "audit": "job.step", "audit_success": False, "errors": (403, 413)},
+@post("/jobs/wac/inline_checkpoint/{job_id:str}", opt={"role": "viewer", "audit": "job.step", "audit_success": False, "errors": (403, 413),
+           "body": INLINE_CHECKPOINT},
       status_code=200)
-async def inline_checkpoint(request: Request, job_id: str, data: InlineCheckpointIn) -> InlineCheckpointOut:
+async def inline_checkpoint(request: Request, job_id: str) -> InlineCheckpointOut:
     """Store step `key` of workflow run `job_id` (its own token only)."""
     services, actor = context(request)
+    body = await request.body()
+    check_depth(body)
+    try:
+        data = _decoder.decode(body)
+    except msgspec.DecodeError as error:  # ValidationError too
+        raise BadRequest(f"the body is not a step: {error}") from None
     failure = await services.jobs.workflows.inline_step(actor, job_id, data.key, data.result)
     return InlineCheckpointOut(failure=failure)
+
+
+# Decoded here rather than by the framework (a typed `data`): one of these comes per step of a
+# workflow, and the framework's parsing costs as much as the rest of the request.
+_decoder = msgspec.json.Decoder(InlineCheckpointIn)
 
 
 HANDLERS = [inline_checkpoint]
