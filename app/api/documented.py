@@ -22,14 +22,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "main's arguments by name (left out: none); `$var:`, `$res:` and `$cred:` strings are references",
     },
     "CancelReason": {"type": "object", "properties": {"reason": {"type": "string"}}},
-    "InlineCheckpointIn": {
-        "type": "object", "required": ["key"],
-        "properties": {
-            "key": {"type": "string", "description": "the step's key"},
-            "result": {"$ref": JSON_VALUE, "description": "its result, or wmill's `__wmill_error` marker"},
-            "started_at": {"type": "string"}, "duration_ms": {"type": "integer"},
-        },
-    },
     "OpenAPIImportIn": {
         "type": "object", "required": ["folder"],
         "properties": {
@@ -42,6 +34,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object", "required": ["file", "folder"],
         "properties": {"file": {"type": "string", "format": "binary", "description": "the document (JSON or YAML)"},
                        "folder": {"type": "string"}},
+    },
+    "InlineCheckpointIn": {
+        "type": "object", "required": ["key"],
+        "properties": {
+            "key": {"type": "string", "description": "the step's key"},
+            "result": {"$ref": JSON_VALUE, "description": "its result, or wmill's `__wmill_error` marker"},
+            "started_at": {"type": "string"}, "duration_ms": {"type": "integer"},
+        },
     },
 }
 
