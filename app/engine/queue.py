@@ -26,7 +26,9 @@ import msgspec
 from app.store.base import Database, Row, Statement
 
 KINDS = ("script", "flow", "workflow", "task")
-RESUMABLE = ("flow", "workflow")  # go on from their checkpoints after a crash, whatever their retries
+# Queued again after a crash, whatever their retries: flows and workflows go on from their
+# checkpoints, a workflow's task runs again (at least once: its workflow waits for it).
+RESUMABLE = ("flow", "workflow", "task")
 FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 SUSPENDED = ("WAITING", "PAUSED")
 STATUSES = ("QUEUED", "RUNNING", *SUSPENDED, *FINAL)

@@ -30,7 +30,7 @@ import msgspec
 from app.engine import queue
 from app.engine.executor import Outcome, QueuedJob, now_ms
 from app.engine.queue import FINAL, NewRun, Policy, Wait
-from app.errors import BadRequest, FlowmillError, Forbidden, TooLarge
+from app.errors import BadRequest, Conflict, FlowmillError, Forbidden, TooLarge
 from app.ids import random_uuid
 from app.runtimes.python import records
 from app.runtimes.python.steps import MAX_STEP_BYTES
@@ -223,7 +223,8 @@ class WorkflowRuntime:
     async def inline_step(self, actor: Actor, job_id: str, key: str, result: Any) -> dict[str, Any] | None:
         """Store step `key` of a Windmill workflow's run from the run itself (wmill's fast path
         for `wmill.step`); the record stored for a failed step (to raise from), else None.
-        Forbidden (403) to anybody but the run's own token; TooLarge (413) past the step size."""
+        Forbidden (403) to anybody but the run's own token; TooLarge (413) past the step size;
+        Conflict (409), the step stored, when the run is asked to pause."""
         if actor.run_id != job_id:
             raise Forbidden("a workflow's steps are checkpointed by its own run only")
         if not isinstance(key, str) or not 0 < len(key) <= 255 or not records.is_step(key):
@@ -233,7 +234,12 @@ class WorkflowRuntime:
         if len(text.encode()) > MAX_STEP_BYTES:
             raise TooLarge(f"the result of step {key!r} is {len(text.encode())} bytes; a step's result is limited to "
                            f"{MAX_STEP_BYTES} bytes (store large data elsewhere and return a reference)")
-        await self.db.write(queue.checkpoint(job_id, key, text, now_ms()), durable=False)
+        stored, pause = await self.db.write(queue.checkpoint(job_id, key, text, now_ms()), queue.pause_asked(job_id),
+                                            durable=False)
+        if pause.rowcount:
+            # wmill then takes its slower path: the turn's end stores the step (again: kept as
+            # it is), and the answer to that checkpoint pauses the run at this step boundary.
+            raise Conflict("the run is asked to pause: this step ends its turn")
         return failure
 
     # -- after a turn --------------------------------------------------------------------------------

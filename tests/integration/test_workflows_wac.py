@@ -344,3 +344,39 @@ def test_the_inline_checkpoint_takes_the_runs_own_token_only(server: FlowmillSer
         assert answer.status_code == 403, answer.text  # a person's token
         assert "forged" not in _steps(server, job_id)
         client.post(f"/api/v1/jobs/{job_id}/cancel")
+
+
+MANY_STEPS = """
+import time
+from wmill import step, workflow
+
+
+def work(i: int) -> int:
+    print(f"step {i} runs")
+    time.sleep(0.05)
+    return i
+
+
+@workflow
+async def main(n: int = 40):
+    return sum([await step(f"s{i}", lambda i=i: work(i)) for i in range(n)])
+"""
+
+
+def test_pause_stops_a_windmill_workflow_at_its_next_step(server: FlowmillServer) -> None:
+    with server.client(server.admin_token()) as client:
+        _save(client, "f/wac/many", MANY_STEPS)
+        job_id = _start(client, "f/wac/many", {"n": 40})
+        wait_for(lambda: server.count("job_step", "job_id = $1", job_id) >= 3, 30, "three steps")
+        assert client.post(f"/api/v1/jobs/{job_id}/pause").status_code == 200
+        paused = _until(client, job_id, "PAUSED", "SUCCESS")
+        assert paused["status"] == "PAUSED"
+        stored = server.count("job_step", "job_id = $1", job_id)
+        assert stored < 40
+        time.sleep(0.5)
+        assert server.count("job_step", "job_id = $1", job_id) == stored
+        assert client.post(f"/api/v1/jobs/{job_id}/resume").status_code == 200
+        done = _until(client, job_id, "SUCCESS")
+        assert done["result"] == sum(range(40))
+        lines = [line["line"] for line in client.get(f"/api/v1/jobs/{job_id}/logs").json()]
+        assert all(lines.count(f"step {i} runs") == 1 for i in range(40))

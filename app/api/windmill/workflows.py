@@ -6,7 +6,8 @@ the step `key` of run `job_id` before the workflow goes on. Only that run's own 
 (403 otherwise); a step is recorded by its run (only refusals are audited). A step that failed (`result` is wmill's `__wmill_error` marker) is stored as
 Flowmill stores failures, and that record is echoed back (`{"failure": ...}`): what wmill raises
 from, so that this turn and every replay see the same error. A result over the step size limit
-is a 413, and wmill then takes its slower path, which fails the run naming the step.
+is a 413, and wmill then takes its slower path, which fails the run naming the step; so is a
+409 when the run is asked to pause (the step is stored; the slower path ends the turn PAUSED).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class InlineCheckpointOut(msgspec.Struct, omit_defaults=True):
     failure: dict[str, Any] | None = None
 
 
-@post("/jobs/wac/inline_checkpoint/{job_id:str}", opt={"role": "viewer", "audit": "job.step", "audit_success": False, "errors": (403, 413),
+@post("/jobs/wac/inline_checkpoint/{job_id:str}", opt={"role": "viewer", "audit": "job.step", "audit_success": False, "errors": (403, 409, 413),
            "body": INLINE_CHECKPOINT},
       status_code=200)
 async def inline_checkpoint(request: Request, job_id: str) -> InlineCheckpointOut:
