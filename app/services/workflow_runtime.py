@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -272,13 +273,17 @@ class WorkflowRuntime:
                       "dispatch_type": step.get("dispatch_type", "inline"), "args": step.get("args") or {},
                       "options": {name: step[name] for name in WAC_OPTIONS if step.get(name) is not None}}
                      for step in answer.get("steps") or []]
-            return await self._dispatch(job, run, role, turn, specs, records.WAC_DISPATCH, now)
+            outcome = await self._dispatch(job, run, role, turn, specs, records.WAC_DISPATCH, now)
+            retried = [_retry_record(job.id, spec["key"], now, now) for spec in specs
+                       if f"{records.WAC_DISPATCH}{spec['key']}" not in turn.steps]
+            return dataclasses.replace(outcome, writes=(*outcome.writes, *filter(None, retried)))
         key = str(answer.get("key"))
         if kind == "sleep":
             record = f"{records.WAC_SLEEP}{key}"
             wake = json.loads(turn.steps[record]) if record in turn.steps else now + int(answer.get("seconds") or 1) * 1000
             writes = () if record in turn.steps else (queue.checkpoint(job.id, record, _json(wake), now),)
-            return Outcome("WAITING", wait=Wait(until_ms=wake), writes=writes)
+            backoff = None if record in turn.steps else _retry_record(job.id, key, wake, now)
+            return Outcome("WAITING", wait=Wait(until_ms=wake), writes=(*writes, *filter(None, [backoff])))
         if kind == "approval":
             record = f"{records.WAC_APPROVAL}{key}"
             timeout = answer.get("timeout")
@@ -362,6 +367,22 @@ class WorkflowRuntime:
             raise BadRequest(f"a task's dispatch type is inline, script or flow, not {dispatch_type!r}")
         statements.append(queue.checkpoint(job.id, f"{prefix}{key}", _json(child_id), now))
         return statements, queued
+
+
+# wmill names a retried task's attempts `key#2`, `key#3`, ... and the sleeps between them
+# `key#retry2`, ...: the run keeps a `retry:<key>` record of them, as Flowmill's steps do.
+_ATTEMPT = re.compile(r"(.+)#(retry)?(\d+)")
+
+
+def _retry_record(job_id: str, key: str, next_at: int, now: int) -> Statement | None:
+    """`retry:<task>` {attempt, nextAt} when `key` is an attempt of a retried Windmill task (or
+    the backoff before one): the attempts that failed so far, and when the next one starts."""
+    found = _ATTEMPT.fullmatch(key)
+    if found is None:
+        return None
+    attempt = int(found.group(3)) - 1
+    return queue.checkpoint(job_id, f"{records.RETRY}{found.group(1)}", _json({"attempt": attempt, "nextAt": next_at}),
+                            now, replace=True)
 
 
 def _given(options: dict[str, Any]) -> set[str]:

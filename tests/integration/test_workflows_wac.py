@@ -272,6 +272,7 @@ def test_a_tasks_retry_policy_dispatches_it_again(server: FlowmillServer, counte
         assert done["result"] == 2 and counts["/flaky"] == 2
         steps = _steps(server, job_id)
         assert steps["flaky"]["__wmill_error"] is True and steps["flaky#2"] == 2
+        assert steps["retry:flaky"]["attempt"] == 1  # the attempts that failed, as Flowmill's steps keep them
 
 
 def test_steps_take_the_slower_path_when_the_fast_one_is_off(server: FlowmillServer) -> None:
