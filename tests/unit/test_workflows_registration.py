@@ -146,3 +146,18 @@ def test_a_retry_under_a_second_retries_in_place() -> None:
     with pytest.raises(ConnectionError):
         steps.step("never", flaky, retry=steps.Retry(limit=1, delay=0.01))
     assert len(attempts) == 2
+
+
+def test_sleep_until_a_time_or_a_datetime() -> None:
+    import datetime
+    import time
+
+    _replay({})
+    steps.sleep_until(time.time() - 5)  # past: goes on
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=60)
+    with pytest.raises(steps.Suspend) as suspended:
+        steps.sleep_until(later)
+    assert suspended.value.wait == {"untilMs": int(later.timestamp() * 1000)}
+    _replay({"sleep:1": 0, "sleep:2": 1000})  # a later turn: the stored wake time rules, and it has passed
+    steps.sleep_until(0)
+    steps.sleep_until(later)
