@@ -50,7 +50,7 @@ from app.services.actor import Actor, lowest
 from app.services.arguments import ArgumentChecks
 from app.services.resources import Resources, UnreadableReference, may_hold_references
 from app.services.scripts import Scripts, ScriptSettings
-from app.services.workflow_runtime import Turn, WorkflowRuntime, suspended
+from app.services.workflow_runtime import Turn, WorkflowRuntime
 from app.store.base import Database, Row, Statement
 
 log = logging.getLogger("flowmill.jobs")
