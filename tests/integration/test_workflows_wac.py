@@ -381,3 +381,25 @@ def test_pause_stops_a_windmill_workflow_at_its_next_step(server: FlowmillServer
         assert done["result"] == sum(range(40))
         lines = [line["line"] for line in client.get(f"/api/v1/jobs/{job_id}/logs").json()]
         assert all(lines.count(f"step {i} runs") == 1 for i in range(40))
+
+
+EARLY = """
+from wmill import get_approval_urls, sleep, step, wait_for_approval, workflow
+
+
+@workflow
+async def main():
+    await step("urls", lambda: get_approval_urls("early"))
+    await sleep(2)
+    return await wait_for_approval(key="early")
+"""
+
+
+def test_an_approval_answered_before_the_workflow_waits_for_it_is_kept(server: FlowmillServer) -> None:
+    with server.client(server.admin_token()) as client:
+        _save(client, "f/wac/early", EARLY)
+        job_id = _start(client, "f/wac/early", {})
+        _until(client, job_id, "WAITING")  # asleep, not waiting for the approval yet
+        assert httpx.post(_steps(server, job_id)["urls"]["resume"], json={"early": 1}).status_code == 200
+        done = _until(client, job_id, "SUCCESS", timeout_s=30)
+        assert done["result"] == {"value": {"early": 1}, "approver": "anonymous", "approved": True}
