@@ -43,9 +43,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {"file": {"type": "string", "format": "binary", "description": "the document (JSON or YAML)"},
                        "folder": {"type": "string"}},
     },
+    "InlineCheckpointIn": {
+        "type": "object", "required": ["key"],
+        "properties": {
+            "key": {"type": "string", "description": "the step's key"},
+            "result": {"$ref": JSON_VALUE, "description": "its result, or wmill's `__wmill_error` marker"},
+            "started_at": {"type": "string"}, "duration_ms": {"type": "integer"},
+        },
+    },
 }
 
 ANY_JSON: Body = {"application/json": {"$ref": JSON_VALUE}}
+INLINE_CHECKPOINT: Body = {"application/json": {"$ref": _REF + "InlineCheckpointIn"}}
 RUN_ARGS: Body = {"application/json": {"$ref": _REF + "RunArgs"}}
 # The archive's kind is read from its bytes, whatever the Content-Type says.
 ARCHIVE: Body = {"application/octet-stream": {

@@ -48,7 +48,7 @@ from app.engine.logs import LogHub, LogSink
 from app.engine.masks import Masks, hide, hide_json
 from app.engine.queue import SUSPENDED, Policy, RunQueue, Scheduled, Wait
 from app.engine.timers import Timers
-from app.store.base import Database
+from app.store.base import Database, Statement
 
 log = logging.getLogger("flowmill.executor")
 
@@ -106,6 +106,13 @@ class Outcome:
     error: dict[str, Any] | None = None
     args: str | None = None  # JSON text: what main got, when not the run's arguments (a preprocessor made them)
     wait: Wait | None = None  # what a WAITING run waits for
+    # Written with the turn's end, before its status (child runs a workflow dispatches, the
+    # records of its waits), and the runs among them handed to the executor once committed.
+    writes: tuple[Statement, ...] = ()
+    children: tuple[QueuedJob, ...] = ()
+    # Written after a WAITING status: each puts the run back to QUEUED at once if what it
+    # waits for came during the turn (an approval or an event sent while it ran).
+    wakes: tuple[Statement, ...] = ()
 
 
 class CancelToken:
@@ -421,6 +428,9 @@ class Executor:
             outcome = Outcome("CANCELLED", error={"name": "Cancelled", "message": self._reasons[job.id]})
         self.masks.forget(job.id)
         statements = await sink.take_pending()
+        statements += outcome.writes
+        if outcome.children:
+            statements += queue.announce(self.db.dialect)
         now = now_ms()
         finish = queue.finish(job.id, outcome.status, outcome.result, _json(outcome.error), now, outcome.args,
                               self.worker_id)
@@ -433,21 +443,34 @@ class Executor:
             log.warning("run %s was recovered by another process while this one carried it (taken for dead): "
                         "its outcome here, %s, is not recorded", job.id, outcome.status)
         self._settle(job.id, outcome)
+        self._start_children(outcome)
         if job.parent is not None and results[-1].rowcount:
             await self.submit_woken([job.parent])
+
+    def _start_children(self, outcome: Outcome) -> None:
+        """Hand the executor the runs a turn's end queued (committed now)."""
+        for child in outcome.children:
+            if not self.knows(child.id):
+                self.submit(child)
 
     async def _suspend(self, job: QueuedJob, sink: LogSink, outcome: Outcome) -> None:
         """The end of a turn: the run waits (or is paused) without a slot."""
         statements = await sink.take_pending()
+        statements += outcome.writes
         statements.append(queue.suspend(job.id, outcome.status, outcome.wait))
         children = outcome.wait is not None and outcome.wait.children is not None
+        wakes = list(outcome.wakes) if outcome.status == "WAITING" else []
         if children:  # children that ended during the turn: woken at once
-            statements.append(queue.wake_if_ready(job.id, now_ms()))
-        results = await self.db.write(*statements)
+            wakes.append(queue.wake_if_ready(job.id, now_ms()))
+        statements += wakes
+        announce = queue.announce(self.db.dialect) if outcome.children else []
+        results = await self.db.write(*statements, *announce)
         self._cancels.pop(job.id, None)
         self._reasons.pop(job.id, None)
         self.hub.publish(job.id)
-        if children and results[-1].rowcount:
+        self._start_children(outcome)
+        woken = any(result.rowcount for result in results[len(statements) - len(wakes):len(statements)])
+        if woken:
             await self.submit_woken([job.id])
         elif outcome.wait is not None and outcome.wait.until_ms is not None:
             self.timers.add(outcome.wait.until_ms, job.id)
@@ -467,8 +490,9 @@ class Executor:
 def _masked(outcome: Outcome, secrets: set[str]) -> Outcome:
     """The outcome with the run's secrets masked in its result and its error."""
     error = outcome.error and {k: hide(v, secrets) if isinstance(v, str) else v for k, v in outcome.error.items()}
-    return Outcome(outcome.status, None if outcome.result is None else hide_json(outcome.result, secrets), error,
-                   None if outcome.args is None else hide_json(outcome.args, secrets))
+    return dataclasses.replace(
+        outcome, result=None if outcome.result is None else hide_json(outcome.result, secrets), error=error,
+        args=None if outcome.args is None else hide_json(outcome.args, secrets))
 
 
 def _json(value: Any) -> str | None:

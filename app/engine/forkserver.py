@@ -51,7 +51,8 @@ READY_TIMEOUT_S = 15.0
 MAX_MESSAGE = 64 * 1024 * 1024
 
 OnLog = Callable[[float, str, str], None]
-OnStep = Callable[[int, str, str], Awaitable[None]]
+# (seq, name, JSON text, replace) -> whether the run is to pause at this step boundary
+OnStep = Callable[[int, str, str, bool], Awaitable[bool]]
 _frames = msgspec.json.Decoder(ServerFrame)
 
 
@@ -119,8 +120,9 @@ def command(socket_path: Path, idle: int, ready_fd: int, lean: bool = False, wal
 
 class RunHandle:
     """A run sent to the fork server: await `outcome`; `cancel()` kills it. Each step the child
-    checkpoints is handed to `on_step` (seq, name, JSON text), and the child goes on once that
-    has returned: a step is stored before the run passes it."""
+    checkpoints is handed to `on_step` (seq, name, JSON text, replace), and the child goes on
+    once that has returned: a step is stored before the run passes it. What `on_step` returns
+    says whether the child is to end its turn paused there instead."""
 
     def __init__(self, channel: _Channel, run_id: int, on_log: OnLog, on_step: OnStep | None = None) -> None:
         self.channel = channel
@@ -137,16 +139,17 @@ class RunHandle:
     async def _store(self, previous: asyncio.Task[None] | None, message: Step) -> None:
         if previous is not None:
             await previous
+        pause = False
         if self.on_step is not None:
             try:
-                await self.on_step(message.seq, message.name, bytes(message.result).decode())
+                pause = await self.on_step(message.seq, message.name, bytes(message.result).decode(), message.replace)
             except Exception as error:  # not stored: the child must not go on as if it were
                 log.exception("storing step %d of a run failed; the run is stopped", message.seq)
                 self.step_error = f"step {message.name!r} could not be stored: {error}"
                 self.cancel()
                 return
         if not self.outcome.done() and not self.channel.closed:
-            self.channel.send(encode_frame(Proceed(self.id, message.seq)))
+            self.channel.send(encode_frame(Proceed(self.id, message.seq, bool(pause))))
 
     def cancel(self) -> None:
         if not self.outcome.done() and not self.channel.closed:

@@ -26,7 +26,9 @@ import msgspec
 from app.store.base import Database, Row, Statement
 
 KINDS = ("script", "flow", "workflow", "task")
-RESUMABLE = ("flow", "workflow")  # go on from their checkpoints after a crash, whatever their retries
+# Queued again after a crash, whatever their retries: flows and workflows go on from their
+# checkpoints, a workflow's task runs again (at least once: its workflow waits for it).
+RESUMABLE = ("flow", "workflow", "task")
 FINAL = ("SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 SUSPENDED = ("WAITING", "PAUSED")
 STATUSES = ("QUEUED", "RUNNING", *SUSPENDED, *FINAL)
@@ -249,6 +251,18 @@ def wake_if_ready(job_id: str, now: int) -> Statement:
     )
 
 
+def wake_if_answered(job_id: str, seen_seq: int, now: int) -> Statement:
+    """Written with a turn's end WAITING for an approval or an event: back to QUEUED at once if
+    one was stored after the checkpoints the turn started from (its checkpoints up to
+    `seen_seq`): sent while the run ran, it found nothing WAITING to wake."""
+    return Statement(
+        "UPDATE job SET status = 'QUEUED', scheduled_for = $1, wake_at = NULL WHERE id = $2 AND status = 'WAITING' "
+        "AND EXISTS (SELECT 1 FROM job_step s WHERE s.job_id = $2 AND s.seq > $3 "
+        "AND (s.name LIKE 'approval:%' OR s.name LIKE 'event:%'))",
+        (now, job_id, seen_seq),
+    )
+
+
 def reopen(job_id: str, now: int) -> Statement:
     """A FAILED, TIMED_OUT or CANCELLED run queued again under its id for another attempt (a
     flow execution's retry: its checkpointed tasks are kept)."""
@@ -459,15 +473,57 @@ def set_cache_key(job_id: str, key: str) -> Statement:
     return Statement("UPDATE job SET cache_key = $1 WHERE id = $2", (key, job_id))
 
 
-def checkpoint(job_id: str, name: str, result: str, now: int) -> Statement:
+def checkpoint(job_id: str, name: str, result: str, now: int, replace: bool = False) -> Statement:
     """A named step's JSON result, stored before the run is told to go on, or what the run is
     sent (an approval, an event), after the steps stored before. A name that is stored already
-    keeps its first result (a replay after a crash writes it again)."""
+    keeps its first result (a replay after a crash writes it again), unless `replace`: a
+    record that changes (a step's `retry:<name>`) keeps its place and takes the new result."""
+    conflict = ("ON CONFLICT (job_id, name) DO UPDATE SET result = excluded.result, created_at = excluded.created_at"
+                if replace else "ON CONFLICT DO NOTHING")
     return Statement(
         "INSERT INTO job_step (job_id, name, seq, result, created_at) "
-        "SELECT $1, $2, COALESCE(MAX(seq), -1) + 1, $3, $4 FROM job_step WHERE job_id = $5 "
-        "ON CONFLICT DO NOTHING",
+        f"SELECT $1, $2, COALESCE(MAX(seq), -1) + 1, $3, $4 FROM job_step WHERE job_id = $5 {conflict}",
         (job_id, name, result, now, job_id),
+    )
+
+
+def pause_asked(job_id: str) -> Statement:
+    """Read with a step's checkpoint, in its transaction: one row when somebody asked the run to
+    pause (its carrier then stops it at this step boundary)."""
+    return Statement("SELECT 1 FROM job WHERE id = $1 AND pause_requested = 1", (job_id,))
+
+
+def request_pause(job_id: str) -> Statement:
+    """Ask a QUEUED, RUNNING or WAITING run to pause: a RUNNING one stops at its next step
+    boundary; one that nothing carries is paused by `pause_idle` (rowcount 0: the run is in
+    another status)."""
+    return Statement(
+        "UPDATE job SET pause_requested = 1 WHERE id = $1 AND status IN ('QUEUED', 'RUNNING', 'WAITING')", (job_id,))
+
+
+def clear_pause(job_id: str) -> Statement:
+    """Forget a pause request (the run paused, or the request is withdrawn)."""
+    return Statement("UPDATE job SET pause_requested = 0 WHERE id = $1", (job_id,))
+
+
+def pause_idle(job_id: str) -> Statement:
+    """A QUEUED or WAITING run asked to pause: PAUSED at once (it holds nothing to stop), its
+    request cleared. What it waited for stays written; resuming it (`wake`) runs its next turn,
+    which looks again."""
+    return Statement(
+        "UPDATE job SET status = 'PAUSED', pause_requested = 0, worker = '' "
+        "WHERE id = $1 AND status IN ('QUEUED', 'WAITING') AND pause_requested = 1",
+        (job_id,),
+    )
+
+
+def wake_for_any_approval(job_id: str, now: int) -> Statement:
+    """A workflow WAITING for an approval, whatever its name, back to QUEUED: an answer through a
+    URL that names no step (wmill's `get_resume_urls`) answers the approval it waits for."""
+    return Statement(
+        "UPDATE job SET status = 'QUEUED', scheduled_for = $1, wake_at = NULL WHERE id = $2 AND status = 'WAITING' "
+        "AND kind = 'workflow' AND waiting_for LIKE '%\"approval\":%'",
+        (now, job_id),
     )
 
 
@@ -579,7 +635,7 @@ class RunQueue:
         """What the runner of a script reads of a run and the script version it runs."""
         return await self.db.fetchrow(
             "SELECT j.args, j.event, j.created_by, j.resolve_refs, j.root_job, j.parent_job, v.hash, v.path, v.content, "
-            "v.settings, v.lock, v.created_by AS author, j.role_cap, v.schema "
+            "v.settings, v.lock, v.created_by AS author, j.role_cap, v.schema, j.pause_requested, j.cache_ttl_ms "
             "FROM job j JOIN script_version v ON v.hash = j.script_hash WHERE j.id = $1",
             job_id,
         )

@@ -164,6 +164,8 @@ async def build_services(settings: Settings, db: Database) -> Services:
     executions = Executions(db, jobs, flows, plugins, vault, kv, variables, credentials, approvals)
     triggers = Triggers(db, vault, jobs)
     triggers.executions = executions
+    jobs.executions = executions  # a workflow's `task_flow` starts an execution
+    accounts.run_carried = jobs.executor.knows  # a run's token is cached while this process carries the run
     return Services(
         settings=settings,
         db=db,

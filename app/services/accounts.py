@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 import re
 import time
 from typing import Any, NamedTuple
@@ -96,6 +97,9 @@ class Accounts:
         self.limiter = LoginLimiter(login_attempts_per_minute)
         self._sessions: dict[tuple[str, str], tuple[float, Caller]] = {}
         self._roles: dict[tuple[str, str], tuple[float, str | None]] = {}
+        # Whether this process carries a run now (the executor's `knows`): a run's token is
+        # reused from the cache only meanwhile, so that it still dies with its run.
+        self.run_carried: Callable[[str], bool] = lambda job_id: False
 
     def forget_sessions(self) -> None:
         """Drop cached authentications (after any change to users, roles or tokens)."""
@@ -189,9 +193,13 @@ class Accounts:
         key = (token, workspace)
         cached = self._sessions.get(key)
         now = time.time()
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > now and (cached[1].run_id is None or self.run_carried(cached[1].run_id)):
             return cached[1]
         found, valid_until = await self._authenticate(token, workspace)
+        if valid_until is None and found.run_id is not None and self.run_carried(found.run_id):
+            # A run this process carries (a workflow posting a step per call, say): the answer
+            # stands while it does, and no longer (see `run_carried`).
+            valid_until = float(found.expires or now)
         if valid_until is not None:
             if len(self._sessions) >= AUTH_CACHE_SIZE:
                 self._sessions.clear()

@@ -113,6 +113,25 @@ class Executions:
         checked first (BadRequest, no execution, when they do not fit); committed on return.
         `event`: what a route or webhook received (`trigger` in templates); its inputs are the
         keys of the request the flow declares, the others are left in the event."""
+        run, flow = await self.new_run(actor, path, inputs, trigger, parent, root, claimed, event, at_ms, job_id, text)
+        results = await self.db.write(queue.insert(run), *queue.announce(self.db.dialect))
+        if not results[0].rowcount:  # a schedule's tick fired already (by another process)
+            return Started(run.id, "QUEUED", tasks_total(flow))
+        self.jobs.started[trigger.kind] += 1
+        self.executor.submit(self.queued(run, claimed))
+        return Started(run.id, "RUNNING" if claimed else "QUEUED", tasks_total(flow))
+
+    @staticmethod
+    def queued(run: NewRun, claimed: bool = False) -> QueuedJob:
+        """What the executor is handed of an execution once its INSERT is committed."""
+        return QueuedJob.new(run.id, run.workspace, "flow", run.path, run.policy, run.parent, run.scheduled_for,
+                             claimed=claimed)
+
+    async def new_run(self, actor: Actor, path: str, inputs: Any, trigger: Trigger, parent: str | None = None,
+                      root: str | None = None, claimed: bool = False, event: Any = None, at_ms: int | None = None,
+                      job_id: str | None = None, text: Collection[str] = ()) -> tuple[NewRun, Flow]:
+        """The run of an execution of the flow at `path`, its inputs checked (see `start`), to
+        insert (`queue.insert`) with whatever goes with it (a workflow's turn end), and its flow."""
         version = await self.flows.by_path(actor.workspace, path)
         flow = self._flow(version)
         if not isinstance(inputs, dict):
@@ -137,12 +156,7 @@ class Executions:
             event=None if event is None else msgspec.json.encode(event).decode(),
             role_cap=actor.run_cap, worker=self.executor.worker_id,
         )
-        results = await self.db.write(queue.insert(run), *queue.announce(self.db.dialect))
-        if not results[0].rowcount:  # a schedule's tick fired already (by another process)
-            return Started(job_id, "QUEUED", tasks_total(flow))
-        self.jobs.started[trigger.kind] += 1
-        self.executor.submit(QueuedJob.new(job_id, actor.workspace, "flow", run.path, policy, parent, at, claimed=claimed))
-        return Started(job_id, "RUNNING" if claimed else "QUEUED", tasks_total(flow))
+        return run, flow
 
     async def is_flow(self, workspace: str, path: str) -> bool:
         """Whether `path` names a flow of the workspace (`f/<namespace>/<name>`)."""

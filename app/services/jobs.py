@@ -33,7 +33,7 @@ import msgspec
 from app.config import Settings
 from app.engine import queue
 from app.engine.executor import CancelToken, Executor, Outcome, QueuedJob, now_ms
-from app.engine.queue import FINAL, KINDS, STATUSES, NewRun, Wait
+from app.engine.queue import FINAL, KINDS, STATUSES, NewRun
 from app.engine.forkserver import ChildJob, ForkServer
 from app.engine.logs import LogSink
 from app.engine.workers import Workers
@@ -50,6 +50,7 @@ from app.services.actor import Actor, lowest
 from app.services.arguments import ArgumentChecks
 from app.services.resources import Resources, UnreadableReference, may_hold_references
 from app.services.scripts import Scripts, ScriptSettings
+from app.services.workflow_runtime import Turn, WorkflowRuntime
 from app.store.base import Database, Row, Statement
 
 log = logging.getLogger("flowmill.jobs")
@@ -84,18 +85,9 @@ def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
 
-def _suspended(wait: dict[str, Any]) -> Outcome:
-    """How a turn that a script ended with `suspend` (app.runtimes.python.steps) leaves it."""
-    if wait.get("paused"):
-        return Outcome("PAUSED")
-    children = wait.get("children")
-    until = wait.get("untilMs")
-    return Outcome("WAITING", wait=Wait(
-        until_ms=int(until) if isinstance(until, (int, float)) else None,
-        children=children if children in ("all", "any") else None,
-        approval=str(wait["approval"]) if wait.get("approval") is not None else None,
-        event=str(wait["event"]) if wait.get("event") is not None else None,
-    ))
+def kind_of(version: dict[str, Any]) -> str:
+    """The kind of a run of a script version: `workflow` when its `main` is one."""
+    return "workflow" if version.get("workflow") else "script"
 
 
 def job_view(row: Row) -> dict[str, Any]:
@@ -149,12 +141,16 @@ class RunInput:
     author: str  # who saved the script version: a run never holds more than they do
     cap: str | None = None  # the most it may hold, when a capped run started it
     schema: str | dict[str, Any] = "{}"  # the version's schema (JSON text, or decoded): checks a preprocessor's output
+    pause: bool = False  # somebody asked the run to pause
+    cache_ttl_s: float | None = None  # the run's own result cache (a task's), when not its script's
 
     @classmethod
     def of_row(cls, row: Row) -> RunInput:
+        ttl = row["cache_ttl_ms"]
         return cls(row["args"], row["event"], row["created_by"], bool(row["resolve_refs"]), row["root_job"],
                    row["parent_job"], row["hash"], row["path"], row["content"], _settings_of(row), row["lock"],
-                   row["author"], row["role_cap"], row["schema"])
+                   row["author"], row["role_cap"], row["schema"], bool(row["pause_requested"]),
+                   None if ttl is None else ttl / 1000)
 
     def version(self) -> dict[str, Any]:
         """What ArgumentChecks needs of the run's script version."""
@@ -176,7 +172,8 @@ class Jobs:
         self.forkserver = forkserver
         self.lean_forkserver = lean_forkserver  # for scripts that import only light modules
         self.executor = Executor(db, capacity=2 * settings.workers, masks=masks)
-        self.executor.register("script", self.run_script)
+        for kind in ("script", "workflow", "task"):  # a workflow, and the tasks it dispatches, are scripts' runs
+            self.executor.register(kind, self.run_script)
         self.runs = self.executor.runs
         # On PostgreSQL this process is one of several serving the database (app.engine.workers).
         self.workers = Workers(db, self.executor) if db.dialect == "postgres" else None  # type: ignore[arg-type]
@@ -187,6 +184,8 @@ class Jobs:
         self.started: collections.Counter[str] = collections.Counter()  # runs started, by trigger kind
         self._evaluations = asyncio.Semaphore(EVALUATE_CONCURRENCY)
         self.arguments = ArgumentChecks()
+        self.workflows = WorkflowRuntime(self)
+        self.executions: Any = None  # the flow executions service, once made: workflows dispatch flows through it
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -291,7 +290,8 @@ class Jobs:
         run's identity, and their `$var:`/`$res:`/`$cred:` strings are resolved when it runs.
         `error`: the run is FAILED before it starts, for this reason."""
         return queue.insert(NewRun(
-            id=job_id, workspace=actor.workspace, kind="script", path=version["path"], args=args_text, status=status,
+            id=job_id, workspace=actor.workspace, kind=kind_of(version), path=version["path"], args=args_text,
+            status=status,
             trigger_kind=trigger.kind, trigger_detail=trigger.detail, created_by=actor.username or "",
             created_at=now_ms(), scheduled_for=scheduled_for, policy=version["settings"].policy(version["path"]),
             script_hash=version["hash"], request_id=actor.request_id, parent=parent, root=root,
@@ -303,19 +303,25 @@ class Jobs:
     async def enqueue(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
         parent: str | None = None, root: str | None = None, scheduled_for: int | None = None, event: Any = None,
-        refs: bool = False, text: Collection[str] = (),
+        refs: bool = False, text: Collection[str] = (), job_id: str | None = None,
     ) -> str:
         """Queue a run; its id once it is committed. `event` goes to the script's
         preprocessor, when it has one (which then gives main its arguments). `refs`: `actor`
         wrote `args` (an API call), so references in them resolve with its rights; otherwise
         (a route, a webhook) they are data. `text`: the arguments that came as text, to
-        convert to main's types (see `_arguments`)."""
+        convert to main's types (see `_arguments`). `job_id`: the run's id, when the caller
+        chooses it (a workflow instance's); Conflict (409) when a run has it already. A run of
+        a script whose `main` is a workflow is of kind `workflow`."""
         version = await self._version(actor.workspace, path, digest)
         args_text, refs = await self._arguments(actor, version, args, text, refs, event)
-        job_id = random_uuid()
+        chosen = job_id is not None
+        job_id = job_id or random_uuid()
         at = scheduled_for or now_ms()
-        await self.db.write(self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs),
-                            *queue.announce(self.db.dialect))
+        results = await self.db.write(
+            self.insert(actor, version, args_text, trigger, "QUEUED", job_id, parent, root, at, event, refs),
+            *queue.announce(self.db.dialect))
+        if chosen and not results[0].rowcount:
+            raise Conflict(f"a run with the id {job_id} exists already", {"id": job_id})
         self.started[trigger.kind] += 1
         self.submit(job_id, actor.workspace, version, at, parent)
         return job_id
@@ -323,27 +329,31 @@ class Jobs:
     def submit(self, job_id: str, workspace: str, version: dict[str, Any], at_ms: int, parent: str | None = None) -> None:
         """Hand a committed QUEUED run of a script to the executor."""
         policy = version["settings"].policy(version["path"])
-        self.executor.submit(QueuedJob.new(job_id, workspace, "script", version["path"], policy, parent, at_ms))
+        self.executor.submit(QueuedJob.new(job_id, workspace, kind_of(version), version["path"], policy, parent, at_ms))
 
     async def run_and_wait(
         self, actor: Actor, args: Any, trigger: Trigger, path: str | None = None, digest: str | None = None,
         parent: str | None = None, event: Any = None, refs: bool = False, text: Collection[str] = (),
+        job_id: str | None = None,
     ) -> tuple[str, Outcome]:
-        """Run now and wait for the final status: the run's id and how it ended. `refs` and
-        `text` as for `enqueue`."""
+        """Run now and wait for the final status: the run's id and how it ended. `refs`,
+        `text` and `job_id` as for `enqueue`."""
         version = await self._version(actor.workspace, path, digest)
         args_text, refs = await self._arguments(actor, version, args, text, refs, event)
-        job_id = random_uuid()
+        chosen = job_id is not None
+        job_id = job_id or random_uuid()
         # Not durable: nobody hears of this run before its final status, whose commit is, and
         # takes this one to the disk with it. Until then a kill -9 still leaves it to recovery.
-        await self.db.write(
+        results = await self.db.write(
             self.insert(actor, version, args_text, trigger, "RUNNING", job_id, parent, None, now_ms(), event, refs),
             durable=False,
         )
+        if chosen and not results[0].rowcount:
+            raise Conflict(f"a run with the id {job_id} exists already", {"id": job_id})
         self.started[trigger.kind] += 1
         done = self.executor.watch(job_id)
-        job = QueuedJob.new(job_id, actor.workspace, "script", version["path"], version["settings"].policy(version["path"]),
-                            parent, claimed=True)
+        job = QueuedJob.new(job_id, actor.workspace, kind_of(version), version["path"],
+                            version["settings"].policy(version["path"]), parent, claimed=True)
         # What the INSERT wrote, handed to the run rather than read back.
         job.context = RunInput(args_text, _event_text(version, event), actor.username or "", refs, parent, parent,
                                version["hash"], version["path"], version["content"], version["settings"], version["lock"],
@@ -446,6 +456,21 @@ class Jobs:
         await self.db.write(audit.entry(actor, f"job:{job_id}"))
         return await self.get(actor.workspace, job_id)
 
+    async def pause(self, actor: Actor, job_id: str) -> dict[str, Any]:
+        """Ask a run to pause: a QUEUED or WAITING one is PAUSED at once; a RUNNING one goes on
+        to its next step boundary (its next checkpoint, or the end of its turn) and is PAUSED
+        there, its pause request cleared. Resuming it (`resume`) runs its next turn, which
+        replays its steps. Conflict (409) for a run in another status."""
+        job = await self.get(actor.workspace, job_id)
+        results = await self.db.write(queue.request_pause(job_id), queue.pause_idle(job_id),
+                                      audit.entry(actor, f"job:{job_id}"))
+        if not results[0].rowcount:
+            raise Conflict(f"the run is {job['status']}; only a QUEUED, RUNNING or WAITING run can be paused",
+                           {"status": job["status"]})
+        if results[1].rowcount:
+            self.executor.hub.publish(job_id)
+        return await self.get(actor.workspace, job_id)
+
     async def signal(self, actor: Actor, job_id: str, what: str, name: str, key: str, value: Any) -> bool:
         """Send a run what it may wait for: the answer to an approval, or an event (`what`),
         stored as `key` with its steps (buffered until it waits for it), and the run woken if
@@ -455,11 +480,14 @@ class Jobs:
             raise Conflict(f"the run is {job['status']}: it waits for nothing", {"status": job["status"]})
         now = now_ms()
         text = self._encode_args(value) if isinstance(value, dict) else msgspec.json.encode(value).decode()
-        results = await self.db.write(queue.checkpoint(job_id, key, text, now), queue.wake_for(job_id, what, name, now))
+        statements = [queue.checkpoint(job_id, key, text, now), queue.wake_for(job_id, what, name, now)]
+        if what == "approval" and name.isdigit():  # wmill's get_resume_urls: a URL that names no step
+            statements.append(queue.wake_for_any_approval(job_id, now))
+        results = await self.db.write(*statements)
         if not results[0].rowcount:
             return False
         await self.db.write(audit.entry(actor, f"job:{job_id}", action=actor.action or f"job.{what}"))
-        if results[1].rowcount:
+        if any(result.rowcount for result in results[1:]):
             await self.executor.submit_woken([job_id])
         return True
 
@@ -529,7 +557,10 @@ class Jobs:
             role = lowest(role, await self.role_of(run.author, job.workspace) or "viewer")
         if run.cap is not None:
             role = lowest(role, run.cap)
-        cached = await self._cached(run, sink)
+        turn = await self.workflows.begin(job, run)
+        if isinstance(turn, Outcome):  # ended without a child: paused, or an approval that timed out
+            return turn
+        cached = await self._cached(run, sink, turn)
         if cached is not None:
             return cached
         args = msgspec.json.decode(run.args)
@@ -551,7 +582,7 @@ class Jobs:
             sys_path=[str(environment)] if environment else [], timeout_s=job.timeout_s,
             memory_limit_mb=self.settings.job_memory_limit_mb,
             preprocessor_event=_decode(run.event), code=code,
-            steps=await self._steps(job),
+            steps=turn.steps, wac_executing=turn.wac_executing, task_function=turn.task_function,
         )
         if run.event is not None:  # the preprocessor makes main's arguments: the child checks them
             version = run.version()
@@ -566,7 +597,7 @@ class Jobs:
         if outcome.status == "success":
             return Outcome(status, result=outcome.result, args=outcome.args)
         if outcome.status == "suspended":
-            return _suspended(outcome.wait or {})
+            return await self.workflows.end(job, run, role, turn, outcome.wait or {})
         error = dict(outcome.error or {})
         if outcome.status == "timeout":
             error = {"name": "Timeout", "message": f"the run took longer than its timeout of {job.timeout_s:g} s"}
@@ -594,34 +625,35 @@ class Jobs:
             prepared = self._prepared[digest, path] = (forkserver, compile_script(source, path))
         return prepared
 
-    async def _steps(self, job: QueuedJob) -> dict[str, str]:
-        """The run's checkpoints, for its steps to replay: a first attempt of a fresh run has
-        none (no read on the common path)."""
-        if job.attempt == 1 and not job.resumed:
-            return {}
-        return {row["name"]: row["result"] for row in await self.runs.steps(job.id)}
-
     def _step_store(self, job_id: str):  # type: ignore[no-untyped-def]
-        async def store(seq: int, name: str, result: str) -> None:
-            await self.db.write(queue.checkpoint(job_id, name, result, now_ms()))
+        """What stores a run's checkpoints, and says whether it is to pause there. Not durable:
+        a checkpoint survives the process dying (SQLite's WAL, PostgreSQL's server), and the
+        next durable commit takes it to the disk; a crash of the machine may lose the last ones,
+        whose steps then run again."""
+        async def store(seq: int, name: str, result: str, replace: bool) -> bool:
+            results = await self.db.write(queue.checkpoint(job_id, name, result, now_ms(), replace),
+                                          queue.pause_asked(job_id), durable=False)
+            return bool(results[1].rowcount)
         return store
 
     async def _read_input(self, job_id: str) -> RunInput | None:
         row = await self.runs.with_script_version(job_id)
         return None if row is None else RunInput.of_row(row)
 
-    async def _cached(self, run: RunInput, sink: LogSink) -> Outcome | None:
-        settings = run.settings
-        if not settings.cache_ttl:
+    async def _cached(self, run: RunInput, sink: LogSink, turn: Turn) -> Outcome | None:
+        # A workflow's task is cached by its own options (its run's), keyed on its step key too:
+        # its runs share the script version, and a Windmill task's its workflow's arguments.
+        ttl = run.cache_ttl_s if turn.cache_key else run.settings.cache_ttl
+        if not ttl:
             return None
         # Whether the arguments are references is part of the key: a run given the text
         # "$var:x" as data must never reuse the result of one that was given the variable.
-        key = hashlib.sha256(f"{run.hash}\0{int(run.refs)}\0{run.args}".encode()).hexdigest()[:32]
-        hit = await self.runs.cached(key, now_ms() - int(settings.cache_ttl * 1000))
+        key = hashlib.sha256(f"{run.hash}\0{int(run.refs)}\0{run.args}\0{turn.cache_key}".encode()).hexdigest()[:32]
+        hit = await self.runs.cached(key, now_ms() - int(ttl * 1000))
         await self.db.write(queue.set_cache_key(sink.job_id, key))
         if hit is None:
             return None
-        sink.note(f"result reused from run {hit['id']} (cached for {settings.cache_ttl:g} s)")
+        sink.note(f"result reused from run {hit['id']} (cached for {ttl:g} s)")
         return Outcome("SUCCESS", result=hit["result"])
 
     async def _environment(self, run: RunInput, sink: LogSink) -> Path | None:

@@ -2,7 +2,10 @@
 
 A version is named by the hash of what defines it (path, content and settings); the path
 points at the latest. Saving parses the source without running it, infers the JSON Schema
-of `main`'s arguments and notes whether a `preprocessor` is defined.
+of `main`'s arguments and notes whether a `preprocessor` is defined, and whether `main` is a
+workflow (`@workflow`, Flowmill's or wmill's): its runs are then of kind `workflow`, and it is
+registered under its workflow name (`@workflow(name="x")`, or the path with `/` as `.`),
+kept in the version's settings (`ScriptSettings.workflow`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from typing import Any
 import msgspec
 
 from app.engine.queue import Policy
-from app.errors import BadRequest, Invalid, NotFound
+from app.errors import BadRequest, Conflict, Invalid, NotFound
 from app.runtimes.python.schema import ScriptSyntaxError, inspect_script
 from app.services import audit
 from app.services.actor import Actor, now_ms
 from app.store.base import Database, Row, Statement
 
 PATH = re.compile(r"^(u|f)/[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_.-]{1,100}){1,8}$")
+WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 MAX_CONTENT_BYTES = 1024 * 1024
 
 
@@ -40,6 +44,8 @@ class ScriptSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=True,
     cache_ttl: float | None = None  # seconds a successful result is reused for the same args
     priority: int = 0
     retry: Retry | None = None
+    # Set when saved, from the source: the workflow name when `main` is a workflow, else None.
+    workflow: str | None = None
 
     def check(self) -> ScriptSettings:
         if self.timeout is not None and not 0 < self.timeout <= 7 * 86400:
@@ -87,13 +93,23 @@ _VERSION_COLUMNS = (
 
 
 def _version(row: Row) -> dict[str, Any]:
-    return {
+    version = {
         "hash": row["hash"], "workspace": row["workspace_id"], "path": row["path"], "parent_hash": row["parent_hash"],
         "content": row["content"], "summary": row["summary"], "description": row["description"],
         "schema": msgspec.json.decode(row["schema"]), "settings": msgspec.json.decode(row["settings"], type=ScriptSettings),
         "lock": row["lock"], "has_preprocessor": bool(row["has_preprocessor"]),
         "created_by": row["created_by"], "created_at": row["created_at"],
     }
+    version["workflow"] = version["settings"].workflow
+    return version
+
+
+def workflow_name(path: str, given: str | None) -> str:
+    """A workflow's name: the one `@workflow(name=...)` gives, else the path with `/` as `.`."""
+    name = given if given is not None else path.replace("/", ".")
+    if not WORKFLOW_NAME.fullmatch(name):
+        raise BadRequest("a workflow's name is 1-200 letters, digits and _ . -")
+    return name
 
 
 class Scripts:
@@ -121,6 +137,10 @@ class Scripts:
                 f"{error.message} (line {error.line}, column {error.column})",
                 {"line": error.line, "column": error.column},
             ) from None
+        settings = msgspec.structs.replace(
+            settings, workflow=workflow_name(path, info.workflow_name) if info.is_workflow else None)
+        if settings.workflow is not None:
+            await self._check_workflow_name(actor.workspace, settings.workflow, path)
         digest = version_hash(actor.workspace, path, content, settings)
         existing = await self.db.fetchrow(
             f"SELECT {_VERSION_COLUMNS} FROM script_version v WHERE v.hash = $1 AND v.workspace_id = $2", digest, actor.workspace
@@ -147,6 +167,41 @@ class Scripts:
             await self.db.write(*statements, audit.entry(actor, f"script:{path}@{digest}"))
             self._latest.pop((actor.workspace, path), None)
         return await self.by_hash(actor.workspace, digest), existing is None
+
+    async def _check_workflow_name(self, workspace: str, name: str, path: str) -> None:
+        """Conflict (409) when another script's latest version is the workflow `name`."""
+        for other_name, other_path in await self.workflows(workspace):
+            if other_name == name and other_path != path:
+                raise Conflict(f"the workflow name {name} is taken by the script at {other_path}", {"path": other_path})
+
+    async def workflows(self, workspace: str) -> list[tuple[str, str]]:
+        """(name, path) of the workflows of `workspace`: the scripts whose latest version's
+        `main` is a workflow, by name."""
+        rows = await self.db.fetch(
+            "SELECT s.path, v.settings FROM script s JOIN script_version v ON v.hash = s.hash "
+            "WHERE s.workspace_id = $1 AND v.settings LIKE $2 ORDER BY s.path",
+            workspace, '%"workflow":%',
+        )
+        found = []
+        for row in rows:
+            name = msgspec.json.decode(row["settings"], type=ScriptSettings).workflow
+            if name is not None:
+                found.append((name, row["path"]))
+        return sorted(found)
+
+    async def by_workflow(self, workspace: str, name: str) -> dict[str, Any]:
+        """The latest version of the script that is the workflow `name`; NotFound otherwise."""
+        fragment = msgspec.json.encode({"workflow": name}).decode()[1:-1]
+        rows = await self.db.fetch(
+            f"SELECT {_VERSION_COLUMNS} FROM script s JOIN script_version v ON v.hash = s.hash "
+            "WHERE s.workspace_id = $1 AND v.settings LIKE $2 ORDER BY s.path",
+            workspace, f"%{fragment}%",
+        )
+        for row in rows:
+            version = _version(row)
+            if version["workflow"] == name:
+                return version
+        raise NotFound(f"no workflow {name}")
 
     async def for_run(self, workspace: str, path: str) -> dict[str, Any]:
         """`latest`, from a cache: what starting a run needs (hash, settings, preprocessor)."""

@@ -158,6 +158,8 @@ class Job(Table, tablename="job"):
     # A WAITING run: when its timer wakes it (epoch ms), and what else it waits for (JSON).
     wake_at = BigInt(null=True, default=None)
     waiting_for = Text(null=True, default=None)
+    # 1 once somebody asked the run to pause: a RUNNING one stops at its next step boundary.
+    pause_requested = Integer(default=0)
 
 
 class JobStep(Table, tablename="job_step"):

@@ -238,6 +238,7 @@ CHANGES: dict[str, Change] = {
         "POST", f"{v1(w)}/scripts", {"json": {"path": f"f/audit/s{_n()}", "content": SCRIPT}})),
     "DELETE /api/v1/scripts/p/{path}": Change("script.delete", lambda c, w: ("DELETE", f"{v1(w)}/scripts/p/{_script(c, w)['path']}", {})),
     "POST /api/v1/jobs/{job_id}/cancel": Change("job.cancel", lambda c, w: ("POST", f"{v1(w)}/jobs/{_waiting_job(c, w)}/cancel", {})),
+    "POST /api/v1/jobs/{job_id}/pause": Change("job.pause", lambda c, w: ("POST", f"{v1(w)}/jobs/{_sleeping_job(c, w)}/pause", {})),
     "POST /api/v1/jobs/{job_id}/resume": Change("job.resume", lambda c, w: (
         "POST", f"{v1(w)}/jobs/{_sleeping_job(c, w)}/resume", {})),
     "POST /api/v1/jobs/{job_id}/events": Change("job.event", lambda c, w: (
@@ -352,7 +353,11 @@ def _resume_url(c: httpx.Client, w: str, which: str) -> str:
 
 # What cannot succeed yet, called to see it still answers its known refusal (audited as
 # `rejected`); when one starts succeeding, this test fails and it moves to CHANGES or RUNS.
-CANNOT_SUCCEED_YET: dict[str, tuple[str, int, Prepare]] = {}
+CANNOT_SUCCEED_YET: dict[str, tuple[str, int, Prepare]] = {
+    # Only a workflow's own run may checkpoint its steps (with its token): never a person.
+    "POST /api/w/{workspace}/jobs/wac/inline_checkpoint/{job_id}": ("job.step", 403, lambda c, w: (
+        "POST", f"{wm(w)}/jobs/wac/inline_checkpoint/{_waiting_job(c, w)}", {"json": {"key": "k", "result": 1}})),
+}
 
 # Changes a viewer may make, so no refusal to look for: its own tokens, firing a webhook (its
 # key is the authority, not a role) and answering an approval link (its signature is).
@@ -472,7 +477,7 @@ def test_what_cannot_succeed_yet_still_refuses(server: FlowmillServer, admin: ht
     audit = _audit_of(admin, [request_id for *_, request_id in called])
     for operation, action, status, request_id in called:
         got = [(e["action"], e["status"], e["outcome"]) for e in audit.get(request_id, [])]
-        assert got == [(action, status, "rejected")], (operation, got)
+        assert got == [(action, status, "denied" if status == 403 else "rejected")], (operation, got)
     assert {key for _, key, _ in _operations(server) if key in CANNOT_SUCCEED_YET} == set(CANNOT_SUCCEED_YET)
     assert len(called) >= len(CANNOT_SUCCEED_YET)  # a /api/v1 change also has its /api/v1/w/{workspace} form
 

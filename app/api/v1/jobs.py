@@ -1,5 +1,5 @@
-"""`/api/v1/jobs`: start runs (async, sync, streamed), read them, their results and logs, cancel
-and resume them.
+"""`/api/v1/jobs`: start runs (async, sync, streamed), read them, their results and logs, cancel,
+pause and resume them.
 
 The caller wrote a run's arguments: `$var:`/`$res:`/`$cred:` references in them resolve with
 the caller's rights (`refs=True`), and one the caller may not read is a 400 before any run."""
@@ -286,6 +286,14 @@ async def cancel_job(request: Request, job_id: str) -> JobOut:
     return job_out(await services.jobs.cancel(actor, job_id))
 
 
+@post("/jobs/{job_id:str}/pause", opt={"role": "executor", "audit": "job.pause", "errors": (409,)}, status_code=200)
+async def pause_job(request: Request, job_id: str) -> JobOut:
+    """Pause a run: at once when it is queued or waiting, at its next step when it runs (409
+    for a run that is final or paused already)."""
+    services, actor = context(request)
+    return job_out(await services.jobs.pause(actor, job_id))
+
+
 @post("/jobs/{job_id:str}/resume", opt={"role": "executor", "audit": "job.resume", "errors": (409,)}, status_code=200)
 async def resume_job(request: Request, job_id: str) -> JobOut:
     """Wake a WAITING or PAUSED run now, to run its next turn; any other run is left as it is."""
@@ -314,4 +322,4 @@ async def send_event(request: Request, job_id: str, data: EventIn) -> EventSent:
 
 
 HANDLERS = [run_async, run_hash_async, run_wait_result, run_and_stream, list_jobs, get_job, get_result, get_logs,
-            stream_logs, cancel_job, resume_job, send_event]
+            stream_logs, cancel_job, pause_job, resume_job, send_event]

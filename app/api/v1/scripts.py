@@ -60,6 +60,7 @@ class ScriptOut(msgspec.Struct, rename="camel"):
     cache_ttl: float | None = None
     priority: int = 0
     retry: Retry | None = None
+    workflow: str | None = None  # the workflow's name, when `main` is a workflow (its runs are of kind workflow)
 
 
 class ScriptListItem(msgspec.Struct, rename="camel"):

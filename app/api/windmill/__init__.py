@@ -4,7 +4,8 @@ script (with the WM_* environment of its run) and from any machine with WM_BASE_
 WM_TOKEN and WM_WORKSPACE set.
 
 Modules: `jobs` (runs, results, cancel, progress), `items` (variables, resources and so
-state, flow user state), `approvals` (resume URLs), `users` (whoami, tokens, version);
+state, flow user state), `approvals` (resume URLs, and a workflow approval's by step key),
+`workflows` (the inline checkpoint of `wmill.step`), `users` (whoami, tokens, version);
 `routes` mounts them. Handlers are thin: the work is the native services'.
 
 Flows run by path (`jobs/run/f/<namespace>/<name>`, `wmill.run_flow_async`). Not there

@@ -58,6 +58,15 @@ async def resume_urls(request: Request, job_id: str, resume_id: str, approver: s
     return ResumeUrls(**urls)
 
 
+@get("/jobs/wac_approval_urls/{job_id:str}/{step_key:str}", opt={"role": "viewer"})
+async def wac_approval_urls(request: Request, job_id: str, step_key: str, approver: str | None = None) -> ResumeUrls:
+    """The signed URLs that answer the approval step `step_key` of workflow run `job_id`
+    (`wmill.get_approval_urls(key)`): its resume id is the step key."""
+    _, actor = context(request)
+    urls = await _approvals(request).urls(actor, _base_url(request), job_id, step_key, approver or "")
+    return ResumeUrls(**urls)
+
+
 @get("/jobs_u/approval/{job_id:str}/{resume_id:str}/{signature:str}")
 async def approval_page(
     request: Request, workspace: str, job_id: str, resume_id: str, signature: str, approver: str | None = None
@@ -110,4 +119,4 @@ async def cancel_by_post(
     return await _answer(request, job_id, resume_id, signature, approver, approve=False)
 
 
-HANDLERS = [resume_urls, approval_page, resume_by_get, resume_by_post, cancel_by_get, cancel_by_post]
+HANDLERS = [resume_urls, wac_approval_urls, approval_page, resume_by_get, resume_by_post, cancel_by_get, cancel_by_post]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from litestar import Router
 from litestar.handlers import HTTPRouteHandler
 
-from app.api.windmill import approvals, items, jobs, users
+from app.api.windmill import approvals, items, jobs, users, workflows
 
 WORKSPACE_HANDLERS: list[HTTPRouteHandler] = [
-    *jobs.HANDLERS, *items.HANDLERS, *approvals.HANDLERS, *users.WORKSPACE_HANDLERS,
+    *jobs.HANDLERS, *items.HANDLERS, *approvals.HANDLERS, *users.WORKSPACE_HANDLERS, *workflows.HANDLERS,
 ]
 
 

@@ -7,7 +7,8 @@ hands a run's job (`ChildJob`, passed on as the server encoded it) to a child, w
 
 During its run a child may send `Checkpoint`s: a named step's JSON result. The fork server
 passes each on as a `Step`; the Flowmill server commits it, then answers `Proceed`, which the
-fork server hands the child as an `Ack`: the child goes on only once its step is stored.
+fork server hands the child as an `Ack`: the child goes on only once its step is stored. The
+answer says too whether somebody asked the run to pause: the child then ends its turn there.
 Everything is framed the same way: a 4-byte length, then msgspec JSON.
 """
 
@@ -40,8 +41,14 @@ class ChildJob(msgspec.Struct, kw_only=True):
     # preprocessor returns against (the server checks every other run's arguments before it exists).
     main_schema: dict[str, Any] | None = None
     main_takes_kwargs: bool = False
-    # The run's stored checkpoints (name -> JSON text of its result), replayed by its steps.
+    # The run's stored checkpoints (name -> JSON text of its result), replayed by its steps, in
+    # the order they were stored; for a task of a Windmill workflow, its parent's.
     steps: dict[str, str] = msgspec.field(default_factory=dict)
+    # A run that carries out one task of a Windmill workflow (`wmill.task`): the task's step key.
+    wac_executing: str | None = None
+    # A run that carries out one task of a Flowmill workflow (`flowmill.task`): the function
+    # (at the script's top level) whose body it runs with `args`.
+    task_function: str | None = None
 
 
 class Run(msgspec.Struct, tag_field="t", tag="run"):
@@ -62,10 +69,12 @@ class Cancel(msgspec.Struct, tag_field="t", tag="cancel"):
 
 
 class Proceed(msgspec.Struct, tag_field="t", tag="proceed"):
-    """Client -> fork server: step `seq` of run `id` is stored; its child may go on."""
+    """Client -> fork server: step `seq` of run `id` is stored; its child may go on (or, with
+    `pause`, end its turn paused)."""
 
     id: int
     seq: int
+    pause: bool = False
 
 
 class Output(msgspec.Struct, tag_field="t", tag="output"):
@@ -82,6 +91,7 @@ class Step(msgspec.Struct, tag_field="t", tag="step"):
     seq: int
     name: str
     result: msgspec.Raw
+    replace: bool = False
 
 
 class Ended(msgspec.Struct, tag_field="t", tag="ended"):
@@ -113,11 +123,13 @@ class Failed(msgspec.Struct, tag_field="t", tag="error"):
 
 class Checkpoint(msgspec.Struct, tag_field="t", tag="checkpoint"):
     """Child -> fork server: step `seq` (from 0, in the order the run reaches them), `name`,
-    ended with `result` (JSON); the child then waits for its `Ack`."""
+    ended with `result` (JSON); the child then waits for its `Ack`. `replace`: a record that
+    changes (a step's retry state) takes the new result rather than keeping the first."""
 
     seq: int
     name: str
     result: msgspec.Raw
+    replace: bool = False
 
 
 class Suspended(msgspec.Struct, tag_field="t", tag="suspended"):
@@ -128,9 +140,10 @@ class Suspended(msgspec.Struct, tag_field="t", tag="suspended"):
 
 
 class Ack(msgspec.Struct, tag_field="t", tag="ack"):
-    """Fork server -> child: step `seq` is stored; go on."""
+    """Fork server -> child: step `seq` is stored; go on, or, with `pause`, end the turn paused."""
 
     seq: int
+    pause: bool = False
 
 
 ChildFrame = Finished | Failed | Suspended | Checkpoint  # what a child sends

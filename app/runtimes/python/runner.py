@@ -30,7 +30,7 @@ import msgspec
 
 from app.runtimes import response
 from app.runtimes.python.arguments import ArgumentError, Arguments
-from app.runtimes.python import steps
+from app.runtimes.python import steps, tasks, wac
 from app.runtimes.python.protocol import (
     MAX_ERROR_TEXT,
     ChildJob,
@@ -249,6 +249,9 @@ def _run_entry(job: ChildJob, filename: str, made: list[dict[str, Any]]) -> Fini
         else:
             code = compile(job.source, filename, "exec", flags=_COMPILE_FLAGS, dont_inherit=True)
         exec(code, module.__dict__)  # noqa: S102 - running it is the point
+        if job.task_function is not None:  # one task of a Flowmill workflow: its body, given its arguments
+            body = tasks.body_of(module.__dict__, job.task_function)
+            return _encode_result(_call(body, **_coerce(body, job.args)), job.max_result_bytes)
         entry = module.__dict__.get(job.entrypoint)
         if not callable(entry):
             return _error("EntrypointMissing", f"the script defines no function {job.entrypoint}()")
@@ -267,7 +270,8 @@ def _run_entry(job: ChildJob, filename: str, made: list[dict[str, Any]]) -> Fini
                     return _error("InvalidArguments", f"the arguments preprocessor(event) returned do not fit main: "
                                                       f"{error.message}")
                 made.append(kwargs)
-        result = _call(entry, **_coerce(entry, _accepted(entry, kwargs)))
+        kwargs = _coerce(entry, _accepted(entry, kwargs))
+        result = wac.run(entry, job, kwargs) if wac.is_workflow(entry) else _call(entry, **kwargs)
     except steps.Suspend as suspended:  # the turn is over: the run waits
         return Suspended(suspended.wait)
     except BaseException as error:  # noqa: BLE001 - whatever the script raises, SystemExit included, is its outcome
@@ -304,7 +308,8 @@ def run_one(fd: int, libc: ctypes.CDLL, wall: Wall, ruleset: int) -> bool:
     me = os.getpid()
     filename = script_filename(job.path)
     _enter(job, filename)
-    steps.begin(fd, job.steps)
+    steps.begin(fd, job.steps, in_task=job.task_function is not None)
+    tasks.begin()
     outcome = _execute(job, filename)
     if os.getpid() != me:  # a process the script forked, returning from main: its outcome is not the run's
         os._exit(0)

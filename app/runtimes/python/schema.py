@@ -64,6 +64,10 @@ class ScriptInfo:
     # Arguments annotated with a bare `list`: their items are shown as strings (Windmill's
     # reading, for its forms) but nothing says what they are, so they are not checked.
     untyped_items: frozenset[str] = frozenset()
+    # `main` is decorated `@workflow` (Flowmill's or wmill's, called or not); the name given
+    # by `@workflow(name="...")`, if any.
+    is_workflow: bool = False
+    workflow_name: str | None = None
 
 
 def inspect_script(source: str) -> ScriptInfo:
@@ -103,7 +107,27 @@ def inspect_script(source: str) -> ScriptInfo:
         is_async=isinstance(main, ast.AsyncFunctionDef),
         resource_types=annotations.resource_types,
         takes_kwargs=main.args.kwarg is not None, untyped_items=frozenset(untyped_items),
+        **_workflow_mark(main),
     )
+
+
+def _workflow_mark(main: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, Any]:
+    """Whether `main` is decorated `workflow`, `wmill.workflow` or `flowmill.workflow` (with or
+    without a call), and the literal `name=` of the call."""
+    for decorator in main.decorator_list:
+        call = decorator if isinstance(decorator, ast.Call) else None
+        target = call.func if call is not None else decorator
+        named = (isinstance(target, ast.Name) and target.id == "workflow") or (
+            isinstance(target, ast.Attribute) and target.attr == "workflow" and isinstance(target.value, ast.Name)
+            and target.value.id in ("wmill", "flowmill"))
+        if not named:
+            continue
+        name = None
+        for keyword in call.keywords if call is not None else ():
+            if keyword.arg == "name" and isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, str):
+                name = keyword.value.value
+        return {"is_workflow": True, "workflow_name": name}
+    return {}
 
 
 def _parse(source: str) -> ast.Module:

@@ -308,7 +308,7 @@ class _ForkServer:
             elif isinstance(request, Proceed):
                 if request.id in client.runs:  # its step is stored: the child, waiting for its ack, goes on
                     try:
-                        client.runs[request.id].child.conn.sendall(encode_frame(Ack(request.seq)))
+                        client.runs[request.id].child.conn.sendall(encode_frame(Ack(request.seq, request.pause)))
                     except OSError:
                         pass  # it died meanwhile: its reaping ends the run
             elif request.id in client.runs:
@@ -367,7 +367,7 @@ class _ForkServer:
             for frame in frames:
                 if isinstance(frame, Checkpoint):  # passed on; the child waits for its Proceed
                     self.send_output(run)  # the lines printed before the step go first
-                    run.client.send(Step(run.id, frame.seq, frame.name, frame.result))
+                    run.client.send(Step(run.id, frame.seq, frame.name, frame.result, frame.replace))
                     continue
                 if isinstance(frame, Finished):
                     self.end(run, "success", result=frame.result, args=frame.args)
