@@ -39,6 +39,7 @@ from app.engine.executor import QueuedJob, now_ms
 from app.engine.workers import DEAD_AFTER_S
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.ids import random_uuid
+from app.runtimes.python import records
 from app.services import audit
 from app.services.actor import Actor, at_least
 from app.services.instance import InstanceSettings
@@ -54,9 +55,6 @@ STATUSES = ("queued", "running", "paused", "errored", "terminated", "complete", 
 _RUN_STATUSES = {"queued": ("QUEUED",), "running": ("RUNNING",), "paused": ("PAUSED",), "errored": ("FAILED", "TIMED_OUT"),
                  "terminated": ("CANCELLED",), "complete": ("SUCCESS",), "waiting": ("WAITING",),
                  "waitingForPause": ("RUNNING",), "unknown": ("RUNNING",)}
-# Names a run stores beside its steps (not steps themselves): see app/runtimes/python/steps.py and wac.py.
-_INTERNAL = ("approval:", "event:", "wac-dispatch:", "wac-sleep:", "wac:", "retry:", "restart:", "run:", "sleep:",
-             "task:", "fail:", "flow:", "branch:", "subflow:", "decision:")
 _COLUMNS = ("j.id, j.path, j.args, j.status, j.result, j.error, j.created_by, j.created_at, j.started_at, "
             "j.finished_at, j.wake_at, j.waiting_for, j.pause_requested, j.worker, j.attempt")
 
@@ -118,7 +116,9 @@ def _decode(text: str | None) -> Any:
 
 
 def is_step(name: str) -> bool:
-    return not name.startswith(_INTERNAL)
+    """Whether a run's checkpoint is one of its steps (not a record kept beside them, nor a step
+    of an earlier run, set aside by a restart)."""
+    return records.is_step(name) and not name.startswith(("restart:", "run:"))
 
 
 class Instances:
@@ -351,10 +351,7 @@ class Instances:
         row = await self._row(actor.workspace, name, instance_id)
         if row["status"] not in ("QUEUED", "WAITING", "RUNNING") or row["pause_requested"]:
             raise Conflict(f"a {await self._status(row)} instance cannot be paused", {"status": await self._status(row)})
-        results = await self.db.write(queue.pause_idle(instance_id), queue.request_pause(instance_id),
-                                      audit.entry(actor, f"instance:{instance_id}"))
-        if results[0].rowcount:
-            self.jobs.executor.cancel(instance_id, "")  # a queued one: let the executor drop it
+        await self.jobs.pause(actor, instance_id)
         return await self.get(actor.workspace, name, instance_id)
 
     async def resume(self, actor: Actor, name: str, instance_id: str) -> Instance:

@@ -280,6 +280,11 @@ class Jobs:
             self.arguments.check(version, resolved)
         return args_text, True
 
+    async def arguments_text(self, actor: Actor, version: dict[str, Any], args: Any) -> tuple[str, bool]:
+        """The JSON text of arguments an API caller gave for a run of `version`, checked against
+        its schema (400 naming each bad one), and whether they hold references to resolve."""
+        return await self._arguments(actor, version, args, (), True, None)
+
     def insert(
         self, actor: Actor, version: dict[str, Any], args_text: str, trigger: Trigger, status: str,
         job_id: str, parent: str | None, root: str | None, scheduled_for: int, event: Any = None, refs: bool = False,
