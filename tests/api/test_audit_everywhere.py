@@ -22,6 +22,7 @@ from tests.support import PASSWORD, FlowmillServer, wait_for
 
 SCRIPT = "def main(n: int = 1):\n    return {'n': n}\n"
 SLEEPER = "import flowmill\ndef main():\n    flowmill.sleep(600)\n"
+WAITER = "from flowmill import workflow, wait_for_event\n@workflow\ndef main():\n    return wait_for_event('go')\n"
 OTHER = "audit-ws"  # the second workspace: every /api/v1/w/{workspace}/... and /api/w/{workspace}/... call goes there
 SPEC = json.dumps({"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
                    "paths": {"/pets": {"get": {"summary": "list pets"}}}})
@@ -199,6 +200,43 @@ def _done_execution(c: httpx.Client, w: str) -> str:
     return _execution(c, w, "  - {name: first, type: util.noop}\n  - {name: second, type: util.noop}\n", "SUCCESS")
 
 
+def wf(workspace: str) -> str:
+    """The workflows API: /api/workflows in main, /api/v1/w/{workspace}/workflows elsewhere."""
+    return "/api/workflows" if workspace == "main" else f"/api/v1/w/{workspace}/workflows"
+
+
+def _workflow(c: httpx.Client, w: str) -> str:
+    """A new workflow (its main waits for an event `go`): its name."""
+    path = f"f/audit/wf{_n()}"
+    _made(c, "POST", f"{v1(w)}/scripts", json={"path": path, "content": WAITER})
+    return path.replace("/", ".")
+
+
+def _waiting_instance(c: httpx.Client, w: str) -> str:
+    """An instance of a new workflow WAITING for its event: the URL of the instance."""
+    url = f"{wf(w)}/{_workflow(c, w)}/instances/i{_n()}"
+    _made(c, "POST", url.rsplit("/", 1)[0], json={"id": url.rsplit("/", 1)[1]})
+    wait_for(lambda: c.get(url).json()["status"] == "waiting", 30, "an instance waiting for its event")
+    return url
+
+
+def _paused_instance(c: httpx.Client, w: str) -> str:
+    url = _waiting_instance(c, w)
+    assert _made(c, "POST", f"{url}/pause").json()["status"] == "paused"
+    return url
+
+
+def _terminated_instance(c: httpx.Client, w: str) -> str:
+    url = _waiting_instance(c, w)
+    assert _made(c, "POST", f"{url}/terminate").json()["status"] == "terminated"
+    return url
+
+
+def _runner_tick(c: httpx.Client, w: str) -> Request:
+    _made(c, "PUT", "/api/v1/settings", json={"runnerTick": True})  # off by default
+    return "POST", "/api/_runner/tick", {"json": {"maxInstances": 5, "maxSteps": 10}}
+
+
 def _approval(c: httpx.Client, w: str) -> str:
     """A PENDING approval, the one an execution WAITING on its flow.approval asks for."""
     execution_id = _execution(c, w, "  - {name: gate, type: flow.approval, properties: {message: audited}}\n", "WAITING")
@@ -296,6 +334,19 @@ CHANGES: dict[str, Change] = {
         "POST", f"{v1(w)}/approvals/{_approval(c, w)}/approve", {"json": {"values": {}}})),
     "POST /api/v1/approvals/{approval_id}/reject": Change("approval.reject", lambda c, w: (
         "POST", f"{v1(w)}/approvals/{_approval(c, w)}/reject", {"json": {}})),
+    # -- workflow instances (/api/workflows in main, /api/v1/w/{workspace}/workflows elsewhere):
+    # pause is audited by the jobs service (job:<id>), resume and restart as instance:<id>,
+    # terminate as the jobs service's cancel (job:<id>), an event by Jobs.send_event (job:<id>);
+    # the tick writes nothing itself, so the server audits it by its handler's action.
+    **{f"POST {prefix}/{{name}}/instances/{{instance_id}}/{verb}": Change(f"instance.{verb}", (
+        lambda prepare, verb: lambda c, w: ("POST", f"{prepare(c, w)}/{verb}", {}))(prepare, verb))
+       for prefix in ("/api/workflows", "/api/v1/workflows")
+       for verb, prepare in (("pause", _waiting_instance), ("resume", _paused_instance),
+                             ("restart", _terminated_instance), ("terminate", _waiting_instance))},
+    **{f"POST {prefix}/{{name}}/instances/{{instance_id}}/events": Change("instance.event", lambda c, w: (
+        "POST", f"{_waiting_instance(c, w)}/events", {"json": {"type": "go", "payload": 1}}))
+       for prefix in ("/api/workflows", "/api/v1/workflows")},
+    "POST /api/_runner/tick": Change("workflow.tick", _runner_tick),
     # -- the Windmill API --
     "POST /api/w/{workspace}/variables/create": Change("variable.create", lambda c, w: (
         "POST", f"{wm(w)}/variables/create", {"json": {"path": f"f/audit/v{_n()}", "value": "x"}})),
@@ -331,10 +382,19 @@ RUNS: dict[str, Prepare] = {
         "POST", f"{wm(w)}/jobs/run_wait_result/h/{_script(c, w)['hash']}", {"json": {}}),
     "POST /api/v1/flows/{flow_id}/execute": lambda c, w: ("POST", f"{v1(w)}/flows/{_flow(c, w)['id']}/execute", {"json": {}}),
     "POST /api/w/{workspace}/jobs/run/f/{path}": lambda c, w: ("POST", f"{wm(w)}/jobs/run/f/f/audit/{_flow(c, w)['name']}", {"json": {}}),
+    # A workflow instance is a run (kind workflow) with the request's id; a batch of one here,
+    # so that its request has one job row.
+    **{f"POST {prefix}/{{name}}/instances": lambda c, w: ("POST", f"{wf(w)}/{_workflow(c, w)}/instances", {"json": {}})
+       for prefix in ("/api/workflows", "/api/v1/workflows")},
+    **{f"POST {prefix}/{{name}}/instances/batch": lambda c, w: (
+        "POST", f"{wf(w)}/{_workflow(c, w)}/instances/batch", {"json": {"instances": [{"id": f"b{_n()}"}]}})
+       for prefix in ("/api/workflows", "/api/v1/workflows")},
 }
 
 # The action a run's refusal is audited under, when not job.run.
-RUN_ACTIONS = {"POST /api/v1/flows/{flow_id}/execute": "flow.execute"}
+RUN_ACTIONS = {"POST /api/v1/flows/{flow_id}/execute": "flow.execute",
+               **{f"POST {prefix}/{{name}}/instances{batch}": "instance.create"
+                  for prefix in ("/api/workflows", "/api/v1/workflows") for batch in ("", "/batch")}}
 
 # Reads that take a body, and logging in: they change nothing (opt["audit"] False) and leave no entry.
 CHANGES_NOTHING: dict[str, Prepare] = {

@@ -159,4 +159,4 @@ def test_the_route_and_trigger_views_are_named_components(document: dict[str, An
     trigger = paths["/api/v1/triggers/{trigger_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert {"kind", "runnable", "hasSecret", "cron", "nextFireAt"} <= set(resolve(document, trigger["$ref"])["properties"])
     settings = paths["/api/v1/settings"]["put"]["responses"]["200"]["content"]["application/json"]["schema"]
-    assert set(resolve(document, settings["$ref"])["properties"]) == {"routeWorkspacePrefix", "allowPrivateUrls"}
+    assert set(resolve(document, settings["$ref"])["properties"]) == {"routeWorkspacePrefix", "allowPrivateUrls", "runnerTick"}

@@ -213,7 +213,8 @@ def test_openapi_import_refuses_the_servers_own_network(server: FlowmillServer, 
             assert answer.json()["routes"][0]["method"] == "GET"
     finally:
         assert api.put("/api/v1/settings", json={"allowPrivateUrls": False}).status_code == 200
-    assert api.get("/api/v1/settings").json() == {"routeWorkspacePrefix": False, "allowPrivateUrls": False}
+    assert api.get("/api/v1/settings").json() == {"routeWorkspacePrefix": False, "allowPrivateUrls": False,
+                                                 "runnerTick": False}
 
 
 def test_only_an_instance_admin_allows_private_urls(server: FlowmillServer, api: httpx.Client) -> None:
