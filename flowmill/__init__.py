@@ -43,9 +43,7 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -96,6 +94,9 @@ def _where() -> tuple[str, str, str]:
 
 
 def _get(tail: str) -> Any:
+    import urllib.error  # here, not at the top: a script that only takes steps does not pay for HTTP
+    import urllib.request
+
     base, token, workspace = _where()
     prefix = "/api/v1" if workspace == "main" else f"/api/v1/w/{urllib.parse.quote(workspace, safe='')}"
     request = urllib.request.Request(f"{base}{prefix}/{tail}", headers={"Accept": "application/json"})
@@ -229,6 +230,9 @@ def approval_urls(name: str = "approval", approver: str = "") -> dict[str, str]:
     job_id = os.environ.get("WM_JOB_ID") or os.environ.get("FLOWMILL_JOB_ID")
     if not job_id:
         raise FlowmillError(400, "not_in_a_run", "approval_urls needs a Flowmill run")
+    import urllib.error
+    import urllib.request
+
     base, token, workspace = _where()
     query = f"?approver={urllib.parse.quote(approver)}" if approver else ""
     request = urllib.request.Request(

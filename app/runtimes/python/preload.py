@@ -23,6 +23,7 @@ LIGHT_MODULES = frozenset({
     "__future__", "base64", "collections", "copy", "dataclasses", "datetime", "enum", "functools", "heapq",
     "itertools", "json", "math", "operator", "os", "pprint", "re", "string", "struct", "sys", "textwrap",
     "time", "typing", "zlib",
+    "flowmill",  # the SDK (steps, waits, tasks): its HTTP calls import urllib.request only when made
 })
 
 
