@@ -467,11 +467,11 @@ class Jobs:
         there, its pause request cleared. Resuming it (`resume`) runs its next turn, which
         replays its steps. Conflict (409) for a run in another status."""
         job = await self.get(actor.workspace, job_id)
-        results = await self.db.write(queue.request_pause(job_id), queue.pause_idle(job_id),
-                                      audit.entry(actor, f"job:{job_id}"))
+        results = await self.db.write(queue.request_pause(job_id), queue.pause_idle(job_id))
         if not results[0].rowcount:
             raise Conflict(f"the run is {job['status']}; only a QUEUED, RUNNING or WAITING run can be paused",
                            {"status": job["status"]})
+        await self.db.write(audit.entry(actor, f"job:{job_id}"))  # once it is known to have done something
         if results[1].rowcount:
             self.executor.hub.publish(job_id)
         return await self.get(actor.workspace, job_id)
