@@ -14,7 +14,7 @@ script whose `main` is that workflow. Its status is the run's, in this API's wor
 | CANCELLED | terminated |
 
 and `unknown` for a RUNNING instance whose process stopped answering (PostgreSQL: its worker's
-heartbeat is older than the dead-after time) until another process recovers it.
+heartbeat is older than two heartbeats) until it answers again or another process recovers it.
 
 A restart runs the instance again from the start under the same id with the next `runNumber`:
 the steps of the runs before are kept, renamed `run:<n>/<step>`, with their logs (told apart by
@@ -36,7 +36,7 @@ import msgspec
 
 from app.engine import queue
 from app.engine.executor import QueuedJob, now_ms
-from app.engine.workers import DEAD_AFTER_S
+from app.engine.workers import HEARTBEAT_S
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.ids import random_uuid
 from app.runtimes.python import records
@@ -49,6 +49,9 @@ from app.store.base import Database, Row, Statement
 INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_BATCH = 100
 RUNNER_TICK = "workflows.runner_tick"
+# A RUNNING instance whose process has not heartbeat for this long is `unknown`: its process may
+# be stalled or gone; another recovers it once it has been silent for DEAD_AFTER_S.
+SILENT_AFTER_S = 2 * HEARTBEAT_S
 _STATUS = {"QUEUED": "queued", "RUNNING": "running", "WAITING": "waiting", "PAUSED": "paused", "SUCCESS": "complete",
            "FAILED": "errored", "TIMED_OUT": "errored", "CANCELLED": "terminated"}
 STATUSES = ("queued", "running", "paused", "errored", "terminated", "complete", "waiting", "waitingForPause", "unknown")
@@ -231,7 +234,7 @@ class Instances:
                 return "waitingForPause"
             if self.db.dialect == "postgres" and row["worker"]:
                 beat = await self.db.fetchval("SELECT heartbeat_at FROM worker WHERE id = $1", row["worker"])
-                if beat is None or beat < now_ms() - DEAD_AFTER_S * 1000:
+                if beat is None or beat < now_ms() - SILENT_AFTER_S * 1000:
                     return "unknown"
         return _STATUS.get(status, "unknown")
 

@@ -290,3 +290,33 @@ def test_a_process_taken_for_dead_does_not_write_over_what_its_run_became(cluste
     status, error = other.query("SELECT status, error FROM job WHERE id = $1", job_id)[0]
     assert status == "FAILED" and "WorkerLost" in error
     wait_for(lambda: other.count("worker") == 2, 5, "the stalled process registered again")
+
+
+def test_an_instance_whose_process_stops_answering_is_unknown_then_recovered(cluster: list[FlowmillServer]) -> None:
+    """The ninth status of the instances API: a running workflow instance whose process is
+    silent (SIGSTOP) shows as `unknown` on the other process, until that one recovers it and
+    runs it to its end (a workflow resumes from its steps)."""
+    import os
+    import signal
+
+    stalled = FlowmillServer("postgres")
+    cluster.append(stalled)
+    stalled.start()
+    token = stalled.admin_token()
+    _save(stalled, token, "f/mp/slowflow", "import time\nfrom flowmill import workflow, step\n\n@workflow\ndef main():\n"
+          "    step('wait', lambda: time.sleep(8) or 1)\n    return 'done'\n")
+    with stalled.client(token) as api:
+        assert api.post("/api/workflows/f.mp.slowflow/instances", json={"id": "silent-1"}).status_code == 201
+    wait_for(lambda: _carrier(stalled, "silent-1"), 15, "the instance running")
+    other = _second(stalled)
+    cluster.append(other)
+    other.start()
+    os.kill(stalled.process.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        with other.client(token) as api:
+            def status() -> str:
+                return api.get("/api/workflows/f.mp.slowflow/instances/silent-1").json()["status"]
+            wait_for(lambda: status() == "unknown", DEAD_AFTER_S, "the instance shown as unknown")
+            wait_for(lambda: status() == "complete", DEAD_AFTER_S + HEARTBEAT_S + 20, "the recovery and the end")
+    finally:
+        os.kill(stalled.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
