@@ -3,7 +3,6 @@ their tasks, follow their logs (WebSocket or server-sent events), cancel, retry 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
@@ -14,8 +13,7 @@ from litestar.response import ServerSentEvent
 
 from app.api.context import context, json_body
 from app.api.documented import EXECUTE_IN
-from app.api.v1.jobs import RUN_EVENTS, run_events
-from app.engine.queue import FINAL
+from app.api.v1.jobs import RUN_EVENTS, follow, run_events
 from app.errors import FlowmillError
 from app.flows.records import TaskRecord
 from app.server.access import authorize
@@ -158,27 +156,16 @@ async def execution_logs(socket: WebSocket, execution_id: str) -> None:
     except FlowmillError as error:
         await socket.close(code=4000 + error.status, reason=error.message[:120])
         return
-    hub = services.jobs.executor.hub
-    written = hub.subscribe(execution_id)
-    last = 0
     try:
-        while True:
-            job = await services.jobs.get(actor.workspace, execution_id)
-            for line in await services.jobs.logs(actor.workspace, execution_id, after_id=last):
-                last = line["id"]
-                await socket.send_json(line)
-            if job["status"] in FINAL:
-                break
-            try:
-                await asyncio.wait_for(written.get(), 1.0)
-            except asyncio.TimeoutError:
-                pass
-        await socket.send_json({"event": "end", "status": job["status"], "outputs": job["result"], "error": job["error"]})
+        async for item in follow(services, actor.workspace, execution_id):
+            if "line" in item:
+                await socket.send_json(item)
+            else:
+                await socket.send_json({"event": "end", "status": item["status"], "outputs": item["result"],
+                                        "error": item["error"]})
         await socket.close()
     except WebSocketDisconnect:
         pass
-    finally:
-        hub.unsubscribe(execution_id, written)
 
 
 @post("/executions/{execution_id:str}/cancel", opt={"role": "executor", "audit": "execution.cancel"}, status_code=200)

@@ -196,10 +196,11 @@ async def run_and_stream(request: Request, path: str) -> ServerSentEvent:
     return ServerSentEvent(run_events(services, actor.workspace, job_id), headers={"x-job-id": job_id})
 
 
-async def run_events(services: Services, workspace: str, job_id: str) -> AsyncIterator[ServerSentEventMessage]:
-    """Past lines, then new ones as they are written, until the run is final; then its outcome.
+async def follow(services: Services, workspace: str, job_id: str) -> AsyncIterator[dict[str, Any]]:
+    """A run's log lines: past ones, then new ones as they are written, until the run is final;
+    then the run itself (its view, with `status`), last.
 
-    Lines are read from the database by id, so none is sent twice or lost; the hub only
+    Lines are read from the database by id, so none is given twice or lost; the hub only
     says when new ones were written, so that they go out at once.
     """
     hub = services.jobs.executor.hub
@@ -210,7 +211,7 @@ async def run_events(services: Services, workspace: str, job_id: str) -> AsyncIt
             job = await services.jobs.get(workspace, job_id)
             for line in await services.jobs.logs(workspace, job_id, after_id=last):
                 last = line["id"]
-                yield ServerSentEventMessage(data=line["line"], event="stream" if line["stream"] == "result" else "log")
+                yield line
             if job["status"] in FINAL:
                 break
             try:
@@ -219,6 +220,16 @@ async def run_events(services: Services, workspace: str, job_id: str) -> AsyncIt
                 pass
     finally:
         hub.unsubscribe(job_id, written)
+    yield job
+
+
+async def run_events(services: Services, workspace: str, job_id: str) -> AsyncIterator[ServerSentEventMessage]:
+    """Past lines, then new ones as they are written, until the run is final; then its outcome."""
+    async for item in follow(services, workspace, job_id):
+        if "line" in item:
+            yield ServerSentEventMessage(data=item["line"], event="stream" if item["stream"] == "result" else "log")
+        else:
+            job = item
     # Every stream ends the same way: the outcome (`result`, or `error` with the status), then
     # `end` with the run's id and final status.
     if job["status"] == "SUCCESS":
