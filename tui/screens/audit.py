@@ -46,7 +46,7 @@ class AuditScreen(Section):
             yield Input(placeholder="action, e.g. job.run", id="action", compact=True)
             yield Select([(o, o) for o in ("success", "denied", "rejected", "error")], prompt="outcome",
                          id="outcome", compact=True)
-        yield Table("When", "Actor", "Action", "Target", "Outcome", id="audit")
+        yield Table("When", "Actor", "Action", "Outcome", "Target", id="audit")
 
     def on_mount(self) -> None:
         self.query_one("#audit").focus()
@@ -76,8 +76,9 @@ class AuditScreen(Section):
         self.cursor = message.cursor
         table = self.query_one("#audit", Table)
         table.refill(
-            (str(e["id"]), (show.when(e["at"]), e.get("actor") or "-", e["action"], e["target"],
-                            Text(f"{e['outcome']} {e['status']}", style="green" if e["outcome"] == "success" else "red")))
+            (str(e["id"]), (show.when(e["at"]), e.get("actor") or "-", e["action"],
+                            Text(f"{e['outcome']} {e['status']}", style="green" if e["outcome"] == "success" else "red"),
+                            e["target"]))
             for e in message.entries
         )
         table.border_title = f"Audit: {table.row_count}{'+' if self.cursor else ''}"

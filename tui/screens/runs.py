@@ -52,6 +52,8 @@ class RunsScreen(Section):
         self.runs: list[dict[str, Any]] = []
         self.cursor: str | None = None
         self.wanted = PAGE
+        self._ready = False
+        self._pending: dict[str, str | None] | None = None  # filters asked for before the screen was up
 
     def body(self) -> ComposeResult:
         with Horizontal(id="run-filters", classes="filters"):
@@ -64,6 +66,9 @@ class RunsScreen(Section):
 
     def on_mount(self) -> None:
         self.query_one("#runs").focus()
+        self._ready = True
+        if self._pending is not None:
+            self.set_filters(**self._pending)
 
     def filters(self) -> dict[str, str | None]:
         def chosen(name: str) -> str | None:
@@ -75,6 +80,9 @@ class RunsScreen(Section):
 
     def set_filters(self, **values: str | None) -> None:
         """Show the runs matching `values` (status, kind, trigger, path); the others cleared."""
+        if not self._ready:
+            self._pending = values
+            return
         with self.prevent(Select.Changed, Input.Changed):
             for name in ("status", "kind", "trigger"):
                 select = self.query_one(f"#{name}", Select)

@@ -73,7 +73,7 @@ class TriggersScreen(Section):
         )
         self.query_one("#triggers", Table).refill(
             (t["id"], (Text("● on", style="green") if t["enabled"] else Text("○ off", style="dim"), t["kind"],
-                       runnable(t), self.when(t), show.when(t.get("nextFireAt")) if t["enabled"] else "-",
+                       runnable(t), show.compact(self.when(t), 26), show.when(t.get("nextFireAt")) if t["enabled"] else "-",
                        show.ago(t.get("lastFireAt"))))
             for t in self.triggers
         )
