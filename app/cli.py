@@ -376,7 +376,8 @@ def cmd_local(args: argparse.Namespace) -> int:
     server = LocalServer(load_settings(), keep=bool(getattr(args, "keep_server", False)))
     server.ensure_started()
     try:
-        return _open_tui(server.url, None, "main", None, boot=server.boot)
+        with server.stopped_on_hangup():
+            return _open_tui(server.url, None, "main", None, boot=server.boot)
     finally:
         server.stop()
 

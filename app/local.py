@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,23 @@ class LocalServer:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return True
+
+    @contextlib.contextmanager
+    def stopped_on_hangup(self) -> Iterator[None]:
+        """While the TUI runs: a closed terminal window (SIGHUP) or a SIGTERM ends this process
+        at once, which would leave the server it started serving with no one to stop it. Stop
+        it first (unless kept)."""
+        def end(signum: int, frame: object) -> None:
+            with contextlib.suppress(OSError):  # the terminal may be gone
+                self.stop()
+            os._exit(128 + signum)
+
+        before = {sig: signal.signal(sig, end) for sig in (signal.SIGHUP, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
     def stop(self) -> None:
         """Stop the server this started, unless it is to be kept."""
