@@ -539,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
         from pip._internal.cli.main import main as pip_main
 
         return pip_main(argv[1:])
+    if argv[:1] == ["_tui-smoke"]:  # the TUI headless on a server, every section: for the build's tests
+        import os
+
+        from tui.smoke import smoke
+
+        return smoke(argv[1], os.environ.get("FLOWMILL_TOKEN"))
     if argv[:1] == ["_forkserver"]:  # started by `serve`, not by hand; it parses its own options
         from app.runtimes.python.supervisor import main as forkserver
 
