@@ -335,18 +335,22 @@ def cmd_tui(args: argparse.Namespace) -> int:
     profile's. A URL or token given here is remembered in the profile once the server takes it.
     On this machine's own server with no token, it signs in as the local admin if `flowmill`
     made one."""
+    from app.client import Remote
     from app.local import read_password
     from app.profiles import load_remote
 
-    remote = load_remote(url=getattr(args, "url", None), token=getattr(args, "token", None),
-                         workspace=getattr(args, "workspace", None), profile=getattr(args, "profile", None))
+    url, token, profile = getattr(args, "url", None), getattr(args, "token", None), getattr(args, "profile", None)
+    if url and token:  # all given: the profile named may be a new one, made below
+        remote = Remote(url, token, getattr(args, "workspace", None) or "main", profile)
+    else:
+        remote = load_remote(url=url, token=token, workspace=getattr(args, "workspace", None), profile=profile)
     login = None
     settings = load_settings()
     if not remote.token and remote.url.rstrip("/") in (settings.internal_url, settings.base_url):
         password = read_password(settings.home)
         login = ("admin", password) if password else None
-    if getattr(args, "url", None) or getattr(args, "token", None):
-        _remember(remote, getattr(args, "profile", None))
+    if url or token:
+        _remember(remote, profile)
     return _open_tui(remote.url, remote.token, remote.workspace, login)
 
 

@@ -26,7 +26,7 @@ import httpx
 FINAL = frozenset({"SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT"})
 RUN_STATUSES = ("QUEUED", "RUNNING", "WAITING", "PAUSED", "SUCCESS", "FAILED", "CANCELLED", "TIMED_OUT")
 RUN_KINDS = ("script", "flow", "workflow", "task")
-TRIGGER_KINDS = ("api", "cli", "route", "webhook", "schedule", "flow")
+TRIGGER_KINDS = ("api", "cli", "route", "webhook", "schedule", "flow", "replay")
 INSTANCE_STATUSES = ("queued", "running", "paused", "errored", "terminated", "complete", "waiting", "waitingForPause",
                      "unknown")
 

@@ -49,7 +49,9 @@ def test_a_run_started_from_its_form_shows_its_logs_live(make_app: Any, seeded: 
         form = await until(pilot, lambda: isinstance(app.screen, FormScreen) and app.screen, what="the form")
         ticks = form.query_one("#field-ticks", Input)
         assert ticks.value == "40"  # the default of main's argument
-        ticks.value = "8"
+        await until(pilot, lambda: app.focused is ticks, what="the first field focused")
+        await pilot.press("backspace", "backspace", "8")  # typed, as a person does
+        assert ticks.value == "8"
         await pilot.press("ctrl+s")
         screen = await run_screen(pilot)
         await until(pilot, lambda: "tick 0" in logs(app), what="the first log line")

@@ -137,3 +137,23 @@ def test_the_command_line_does_not_load_textual() -> None:
                              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui')))"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+def test_flowmill_tui_remembers_the_server_and_token_in_the_profile(server: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.cli as cli
+    from app.profiles import Profiles
+
+    opened: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(cli, "_open_tui", lambda *args, **kwargs: opened.append(args) or 0)
+    monkeypatch.setenv("FLOWMILL_CONFIG_DIR", str(tmp_path / "config"))
+    for name in ("FLOWMILL_URL", "FLOWMILL_TOKEN", "FLOWMILL_PROFILE", "FLOWMILL_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)
+    token = server.admin_token()
+    assert cli.main(["tui", "--url", server.url, "--token", token, "--profile", "lab"]) == 0
+    kept = Profiles(tmp_path / "config").get("lab")
+    assert kept is not None and (kept.url, kept.token, kept.username) == (server.url, token, "admin")
+    assert cli.main(["tui", "--profile", "lab"]) == 0  # remembered: nothing else to give
+    assert opened[-1][:2] == (server.url, token)
+    assert cli.main(["tui", "--url", server.url, "--token", "not-a-token", "--profile", "other"]) == 0
+    assert Profiles(tmp_path / "config").get("other") is None  # a refused token is not kept

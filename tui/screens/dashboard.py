@@ -111,8 +111,9 @@ class DashboardScreen(Section):
         hour.add_column()
         hour.add_column(justify="right")
         hour.add_column()
+        room = max(6, self.query_one("#hour").content_size.width - 18)  # the bars take the panel's width
         for name in RUN_STATUSES:
-            bar = "█" * max(1 if counts[name] else 0, round(14 * counts[name] / widest))
+            bar = "█" * max(1 if counts[name] else 0, round(room * counts[name] / widest))
             hour.add_row(show.status(name), str(counts[name]), Text(bar, style=show.STATUS_STYLE.get(name, "")))
         hour.add_row(Text("all", style="b"), Text(f"{total}{'+' if overview.more else ''}", style="b"), "")
         self.query_one("#hour", Static).update(hour)

@@ -83,7 +83,7 @@ class RunScreen(Detail):
             yield tree
             with TabbedContent(id="run-tabs"):
                 with TabPane("Logs", id="tab-logs"):
-                    yield RichLog(id="logs", wrap=True, markup=False, highlight=False, max_lines=20_000)
+                    yield RichLog(id="logs", wrap=True, markup=False, highlight=False, max_lines=20_000, min_width=20)
                 with TabPane("Result", id="tab-result"):
                     with VerticalScroll():
                         yield Static("", id="result")

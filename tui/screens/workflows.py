@@ -224,7 +224,7 @@ class InstanceScreen(InstanceActions, Detail):
             yield tree
             with TabbedContent(id="run-tabs"):
                 with TabPane("Logs", id="tab-logs"):
-                    yield RichLog(id="logs", wrap=True, markup=False, max_lines=20_000)
+                    yield RichLog(id="logs", wrap=True, markup=False, max_lines=20_000, min_width=20)
                 with TabPane("Events", id="tab-events"):
                     with VerticalScroll():
                         yield Static("", id="events")

@@ -163,6 +163,8 @@ def _widget_id(name: str) -> str:
 class SchemaForm(VerticalScroll):
     """The fields, each with its label, its widget and a line for its error."""
 
+    can_focus = False  # the fields take the focus (the first when the form opens), not their container
+
     def __init__(self, fields: list[Field], *, id: str | None = None) -> None:
         super().__init__(id=id, classes="schema-form")
         self.fields = fields
