@@ -164,10 +164,10 @@ class LocalServer:
             except Refused:
                 return None  # users exist already, none of them made here: the TUI asks to sign in
             path = write_password(self.settings.home, password)
-            notice = ("Your local admin", f"Flowmill made you its admin on this machine.\n\n"
-                      f"    username  {ADMIN}\n    password  {password}\n\n"
-                      f"This is the only time the password is shown; it is kept, readable only by you, in {path}, "
-                      f"and `flowmill` signs in with it by itself.")
+            text = (f"Flowmill made you its admin on this machine.\n\n    username  {ADMIN}\n    password  {password}\n\n"
+                    f"This is the only time the password is shown; it is kept, readable only by you, in {path}, "
+                    "and `flowmill` signs in with it by itself.")
+            notice = ("Your local admin", text)
         client.login = Login(ADMIN, password)
         with contextlib.suppress(Refused):  # a changed password: the TUI asks to sign in
             await client.sign_in()

@@ -153,7 +153,7 @@ class FlowmillClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _refusal("GET", url, response)
-                event, data = "message", []
+                event, data = "message", list[str]()
                 async for line in response.aiter_lines():
                     if not line:
                         if data:
@@ -339,8 +339,8 @@ class FlowmillClient:
     async def workflows(self) -> list[str]:
         """Registered workflow names."""
         answer = await self.request("GET", await self._workflows(), api=False)
-        items = answer.get("items", answer.get("workflows", [])) if isinstance(answer, dict) else answer
-        return [str(item.get("name")) if isinstance(item, dict) else str(item) for item in items]
+        items = answer.get("items", answer.get("workflows")) if isinstance(answer, dict) else answer
+        return [str(item.get("name")) if isinstance(item, dict) else str(item) for item in items or []]
 
     async def instances(self, name: str, status: str | None = None, cursor: str | None = None,
                         page_size: int = 100) -> Page:
@@ -391,7 +391,7 @@ def _refusal(method: str, url: str, response: httpx.Response) -> Refused:
         message = str(error.get("message") or response.reason_phrase)
         code = str(error.get("code") or "")
         details = error.get("details") or {}
-        for item in details.get("errors", []) if isinstance(details, dict) else []:
+        for item in (details.get("errors") or []) if isinstance(details, dict) else []:
             if isinstance(item, dict) and "path" in item:
                 fields[str(item["path"])] = str(item.get("message", ""))
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -29,7 +29,7 @@ def smoke(url: str, token: str | None, size: tuple[int, int] = (80, 24)) -> int:
         while "ok, ready" not in screen_text(app):
             if isinstance(app.screen, LoginScreen) or time.monotonic() - started > 20:
                 report["problem"] = "the home screen did not show the server ready:\n" + screen_text(app)
-                app.exit(1)
+                app.exit(return_code=1)
                 return
             await asyncio.sleep(0.05)
         report["home"] = screen_text(app)
@@ -38,10 +38,10 @@ def smoke(url: str, token: str | None, size: tuple[int, int] = (80, 24)) -> int:
             await asyncio.sleep(0.3)
             if app.current_mode != mode:
                 report["problem"] = f"key {key} did not open {mode}"
-                app.exit(1)
+                app.exit(return_code=1)
                 return
             report["visited"].append(mode)
-        app.exit(0)
+        app.exit()
 
     code = app.run(headless=True, size=size, auto_pilot=visit)
     if report["problem"] or app.return_code:

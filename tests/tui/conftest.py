@@ -129,7 +129,7 @@ async def until(pilot: Any, probe: Callable[[], Any], timeout_s: float = 10, wha
     while True:
         try:
             found = probe()
-        except Exception:  # a widget not mounted yet
+        except Exception:  # noqa: BLE001 (a widget not mounted yet, a screen between two states)
             found = None
         if found:
             return found

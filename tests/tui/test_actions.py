@@ -233,7 +233,7 @@ def test_runs_are_filtered_and_searched(make_app: Any, seeded: Seeded) -> None:
         app.screen.set_filters()
         await pilot.press("slash")
         await pilot.press(*"broken")
-        paths = lambda: {run["path"] for run in app.screen.runs if run["id"] in shown()}  # noqa: E731
+        paths = lambda: {run["path"] for run in app.screen.runs if run["id"] in shown()}
         await until(pilot, lambda: paths() == {"f/tui/broken"}, what="the search")
         await pilot.press("enter")  # back to the table; enter again opens the run
         await pilot.press("enter")

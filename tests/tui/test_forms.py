@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tui.widgets.form import NO_DEFAULT, Field, fields_from_declarations, fields_from_flow, fields_from_schema, read_text
+from tui.widgets.form import (
+    NO_DEFAULT,
+    Field,
+    fields_from_declarations,
+    fields_from_flow,
+    fields_from_schema,
+    read_text,
+)
 
 
 def test_a_scripts_schema_in_mains_order() -> None:

@@ -133,15 +133,16 @@ def test_without_a_terminal_flowmill_serves(home: Path) -> None:
 
 
 def test_the_command_line_does_not_load_textual() -> None:
-    loaded = subprocess.run([sys.executable, "-c", "import sys, app.cli, app.local; "
-                             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui')))"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    code = ("import sys, app.cli, app.local; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui')))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            check=False)
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
 def test_flowmill_tui_remembers_the_server_and_token_in_the_profile(server: Any, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.cli as cli
+    from app import cli
     from app.profiles import Profiles
 
     opened: list[tuple[Any, ...]] = []

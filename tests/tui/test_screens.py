@@ -48,8 +48,8 @@ def test_every_section_renders_with_its_key_map_whole(make_app: Any, seeded: See
     async def scenario(pilot: Any) -> None:
         for key, (selector, expected) in SECTIONS.items():
             await pilot.press(key)
-            await until(pilot, lambda: rows(app, selector) if expected is None else
-                        set(expected) <= set(rows(app, selector)), what=f"section {key} loading")
+            await until(pilot, lambda s=selector, e=expected: rows(app, s) if e is None else set(e) <= set(rows(app, s)),
+                        what=f"section {key} loading")
             await pilot.pause(0.1)
             await fits(pilot, f"section {key} ({type(app.screen).__name__})")
         await pilot.press("4")  # no instances API on this server: said in the section itself

@@ -76,7 +76,7 @@ def test_instances_are_listed_started_and_managed() -> None:
 
     async def scenario(pilot: Any) -> None:
         await pilot.press("4")
-        screen = await until(pilot, lambda: isinstance(app.screen, WorkflowsScreen) and
+        await until(pilot, lambda: isinstance(app.screen, WorkflowsScreen) and
                              app.screen.query_one("#instances", Table).row_count and app.screen, what="the instances")
         assert "orders.fulfil" in screen_text(app) and "charge" in screen_text(app)
         assert not key_hints_problems(app)

@@ -63,8 +63,9 @@ class Page(Screen[None]):
         if not self.flowmill.offline and not self.flowmill.booting:
             self.reload()
 
-    def reload(self) -> None:
+    def reload(self) -> object:
         """Fetch what the screen shows (each screen's own worker)."""
+        return None
 
     def reconnected(self) -> None:
         """The server answers again (or has just started): show what it holds now."""

@@ -84,12 +84,10 @@ class RunScreen(Detail):
             with TabbedContent(id="run-tabs"):
                 with TabPane("Logs", id="tab-logs"):
                     yield RichLog(id="logs", wrap=True, markup=False, highlight=False, max_lines=20_000, min_width=20)
-                with TabPane("Result", id="tab-result"):
-                    with VerticalScroll():
-                        yield Static("", id="result")
-                with TabPane("Inputs", id="tab-inputs"):
-                    with VerticalScroll():
-                        yield Static("", id="inputs")
+                with TabPane("Result", id="tab-result"), VerticalScroll():
+                    yield Static("", id="result")
+                with TabPane("Inputs", id="tab-inputs"), VerticalScroll():
+                    yield Static("", id="inputs")
 
     def on_mount(self) -> None:
         self.query_one("#tasks", Tree).display = False

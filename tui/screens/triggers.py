@@ -27,7 +27,7 @@ class TriggersScreen(Section):
     SECTION = "routes"
     REFRESH_S = 5.0
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("e", "toggle", "Enable/disable"),
+        Binding("e", "switch_trigger", "Enable/disable"),
         Binding("h", "history", "Runs"),
         Binding("tab", "app.focus_next", "Next", show=False),
     ]
@@ -101,11 +101,11 @@ class TriggersScreen(Section):
         return next((t for t in self.triggers if t["id"] == key), None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "toggle":
+        if action == "switch_trigger":
             return True if self.selected_trigger() is not None else None
         return True
 
-    def action_toggle(self) -> None:
+    def action_switch_trigger(self) -> None:
         trigger = self.selected_trigger()
         if trigger is None:
             return

@@ -225,12 +225,10 @@ class InstanceScreen(InstanceActions, Detail):
             with TabbedContent(id="run-tabs"):
                 with TabPane("Logs", id="tab-logs"):
                     yield RichLog(id="logs", wrap=True, markup=False, max_lines=20_000, min_width=20)
-                with TabPane("Events", id="tab-events"):
-                    with VerticalScroll():
-                        yield Static("", id="events")
-                with TabPane("Params", id="tab-inputs"):
-                    with VerticalScroll():
-                        yield Static("", id="inputs")
+                with TabPane("Events", id="tab-events"), VerticalScroll():
+                    yield Static("", id="events")
+                with TabPane("Params", id="tab-inputs"), VerticalScroll():
+                    yield Static("", id="inputs")
 
     @work(exclusive=True, group="load")
     async def reload(self) -> None:

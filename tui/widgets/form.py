@@ -69,11 +69,10 @@ def fields_from_schema(schema: dict[str, Any]) -> list[Field]:
             kind, hint = "string", f"$res:path of a {fmt.removeprefix('resource-')} resource"
         elif kind == "string" and fmt in ("date-time", "date"):
             kind = "datetime"
-        elif kind == "object":
-            kind = "json"
         elif kind not in ("string", "integer", "number", "boolean", "array"):
             kind = "json"
-        items = spec.get("items") if isinstance(spec.get("items"), dict) else {}
+        given_items = spec.get("items")
+        items: dict[str, Any] = given_items if isinstance(given_items, dict) else {}
         choices = tuple(spec.get("enum") or items.get("enum") or ())
         fields.append(Field(name, kind, name in required, spec.get("default", NO_DEFAULT),
                             str(spec.get("description") or ""), choices, items.get("type"), hint))

@@ -44,5 +44,5 @@ class Table(DataTable[Any]):
             return None
         try:
             return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:  # the cursor past the rows after they changed
+        except (RowDoesNotExist, IndexError, KeyError):  # the cursor past the rows after they changed
             return None
