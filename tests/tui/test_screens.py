@@ -146,3 +146,21 @@ def test_light_and_dark(make_app: Any, seeded: Seeded) -> None:
         assert app.current_theme.dark
 
     drive(app, (80, 24), scenario)
+
+
+def test_the_mouse_opens_sections_and_runs(make_app: Any, seeded: Seeded) -> None:
+    app = make_app()
+
+    async def scenario(pilot: Any) -> None:
+        await until(pilot, lambda: "Runs" in screen_text(app).splitlines()[0], what="the section bar")
+        bar = screen_text(app).splitlines()[0]
+        await pilot.click("#nav", offset=(bar.index("Runs") + 1, 0))
+        await until(pilot, lambda: app.current_mode == "runs", what="the runs section")
+        await until(pilot, lambda: seeded["ok_run"] in rows(app, "#runs"), what="the runs")
+        table = app.screen.query_one("#runs", Table)
+        row = table.get_row_index(seeded["ok_run"])
+        await pilot.click("#runs", offset=(4, row + 2 - int(table.scroll_y)), times=2)  # +2: the border, the header
+        screen = await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen, what="the run")
+        assert screen.run_id == seeded["ok_run"]
+
+    drive(app, (80, 24), scenario)
