@@ -330,6 +330,73 @@ def _remote_flags(parser: argparse.ArgumentParser, server: str, workspace: str) 
                         help=f"{workspace} (FLOWMILL_WORKSPACE, else the profile's, else main)")
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    """Open the terminal UI on a server: --url/--token, else FLOWMILL_URL/_TOKEN, else the
+    profile's. A URL or token given here is remembered in the profile once the server takes it.
+    On this machine's own server with no token, it signs in as the local admin if `flowmill`
+    made one."""
+    from app.client import Remote
+    from app.local import read_password
+    from app.profiles import load_remote
+
+    url, token, profile = getattr(args, "url", None), getattr(args, "token", None), getattr(args, "profile", None)
+    if url and token:  # all given: the profile named may be a new one, made below
+        remote = Remote(url, token, getattr(args, "workspace", None) or "main", profile)
+    else:
+        remote = load_remote(url=url, token=token, workspace=getattr(args, "workspace", None), profile=profile)
+    login = None
+    settings = load_settings()
+    if not remote.token and remote.url.rstrip("/") in (settings.internal_url, settings.base_url):
+        password = read_password(settings.home)
+        login = ("admin", password) if password else None
+    if url or token:
+        _remember(remote, profile)
+    return _open_tui(remote.url, remote.token, remote.workspace, login)
+
+
+def _remember(remote: object, profile: str | None) -> None:
+    """Keep the server and token in the profile (as `flowmill login --token` does) when the
+    server takes the token; say nothing when it cannot be asked now."""
+    import httpx
+
+    from app.profiles import DEFAULT, Profile, Profiles, config_dir
+
+    url, token, workspace = remote.url, remote.token, remote.workspace  # type: ignore[attr-defined]
+    if not token:
+        return
+    try:
+        who = httpx.get(url.rstrip("/") + "/api/users/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=3)
+    except httpx.HTTPError:
+        return
+    if who.status_code == 200:
+        Profiles(config_dir()).save(Profile(profile or DEFAULT, url, token, workspace, who.json().get("username", "")))
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    """`flowmill` alone on a terminal: this machine's server (started unless one answers) and
+    the TUI, signed in as the local admin."""
+    from app.local import LocalServer
+
+    server = LocalServer(load_settings(), keep=bool(getattr(args, "keep_server", False)))
+    server.ensure_started()
+    try:
+        with server.stopped_on_hangup():
+            return _open_tui(server.url, None, "main", None, boot=server.boot)
+    finally:
+        server.stop()
+
+
+def _open_tui(url: str, token: str | None, workspace: str, login: tuple[str, str] | None,
+              boot: object = None) -> int:
+    # Textual is imported here only: `flowmill serve` and the other commands never load it.
+    from tui.app import FlowmillApp
+    from tui.client import FlowmillClient, Login
+
+    client = FlowmillClient(url, token, workspace, Login(*login) if login else None)
+    FlowmillApp(client, boot=boot).run()  # type: ignore[arg-type]
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"flowmill {flowmill.__version__}")
     return 0
@@ -338,10 +405,14 @@ def cmd_version(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="flowmill", description="A self-hosted automation engine in one process.",
-        epilog="With no command, flowmill starts the server on its defaults, as `flowmill serve` does. "
+        epilog="With no command on a terminal, flowmill starts the server on its defaults unless one answers, "
+               "and opens the terminal UI signed in as the local admin (the server stops with it unless "
+               "--keep-server). With no command and no terminal, it serves, as `flowmill serve` does. "
                "Options may come before or after a command's arguments.",
     )
     _remote_flags(root, "the server to talk to", "the workspace to act in")
+    root.add_argument("--keep-server", action="store_true", default=argparse.SUPPRESS,
+                      help="with no command: keep the server started for the terminal UI running after it closes")
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the server (what `flowmill` alone does)",
@@ -437,9 +508,16 @@ def parser() -> argparse.ArgumentParser:
     _remote_flags(rt_list, "the server to ask", "the workspace whose own types are listed too")
     rt_list.set_defaults(run=cmd_resource_types)
 
+    tui = commands.add_parser("tui", help="open the terminal UI on a server",
+                              description="Open the terminal UI on a Flowmill server: its runs, scripts, flows, "
+                                          "workflows, routes, triggers, approvals and audit log, live. The server "
+                                          "and token given are remembered in the profile.")
+    _remote_flags(tui, "the server to open", "the workspace to show")
+    tui.set_defaults(run=cmd_tui)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=cmd_version)
-    root.commands = {"sync": sync, "generate-metadata": metadata, "login": login, "run": run, "backup": backup}  # type: ignore[attr-defined]
+    root.commands = {"sync": sync, "generate-metadata": metadata, "login": login, "run": run, "backup": backup, "tui": tui}  # type: ignore[attr-defined]
     return root
 
 
@@ -465,13 +543,22 @@ def main(argv: list[str] | None = None) -> int:
         from pip._internal.cli.main import main as pip_main
 
         return pip_main(argv[1:])
+    if argv[:1] == ["_tui-smoke"]:  # the TUI headless on a server, every section: for the build's tests
+        import os
+
+        from tui.smoke import smoke
+
+        return smoke(argv[1], os.environ.get("FLOWMILL_TOKEN"))
     if argv[:1] == ["_forkserver"]:  # started by `serve`, not by hand; it parses its own options
         from app.runtimes.python.supervisor import main as forkserver
 
         return forkserver(argv[1:])
     args = parse(argv)
-    if args.command is None:  # `flowmill` alone starts the server
-        args = parser().parse_args(["serve"])
+    if args.command is None:  # `flowmill` alone: the TUI on a terminal, else the server
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            args.run = cmd_local
+        else:
+            args = parser().parse_args(["serve"])
     try:
         return args.run(args)
     except FlowmillError as error:
