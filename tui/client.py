@@ -321,10 +321,9 @@ class FlowmillClient:
     # -- workflow instances (DESIGN §4.4, at /api/workflows) ---------------------------------------
 
     async def _workflows(self) -> str:
-        """Where the instances API answers: its routes are `/workflows/...` mounted at
-        `/api/workflows`. NotFound when this server has none."""
+        """Where the instances API answers (`/api/workflows`); NotFound when this server has none."""
         if self._workflows_base is None:
-            for base in ("/api/workflows/workflows", "/api/workflows"):
+            for base in ("/api/workflows",):
                 try:
                     answer = await self.request("GET", base, api=False)
                 except NotFound:

@@ -1,5 +1,5 @@
-"""Workflow instances, against the instances API as DESIGN §4.4 writes it (answered here by a
-stand-in, until the server mounts it at /api/workflows): list, start, pause, resume,
+"""Workflow instances, against the instances API as DESIGN §4.4 writes it (answered here by an in-memory
+stand-in of the server's /api/workflows): list, start, pause, resume,
 restart, terminate."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tui.screens.dialogs import ConfirmScreen, FormScreen
 from tui.screens.workflows import InstanceScreen, WorkflowsScreen
 from tui.widgets.tables import Table
 
-BASE = "/api/workflows/workflows"
+BASE = "/api/workflows"
 
 
 class InstancesApi:
