@@ -372,18 +372,33 @@ def claim_due(worker: str, now: int, limit: int, dialect: str) -> Statement:
     rows another process is claiming are skipped, not waited for (`FOR UPDATE SKIP LOCKED`):
     concurrent claimers each get other runs, and a run is claimed once. The rows to take are
     picked in a MATERIALIZED CTE: as `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` the
-    planner may run the subquery again per row and take far more than `n` (measured: all)."""
+    planner may run the subquery again per row and take far more than `n` (measured: all).
+
+    A run with a concurrency limit is taken only while its key has room: fewer than the limit
+    RUNNING (or, with a window, started within it), counting those this claim takes ahead of
+    it. One left out stays QUEUED (and says so) until a later claim finds room."""
+    held = (
+        "(SELECT COUNT(*) FROM job o WHERE o.concurrency_key = j.concurrency_key AND "
+        "CASE WHEN COALESCE(j.concurrency_window_ms, 0) > 0 THEN o.started_at > $1 - j.concurrency_window_ms "
+        "ELSE o.status = 'RUNNING' END)"
+    )
     pick = (
-        "SELECT id FROM job WHERE status = 'QUEUED' AND scheduled_for <= $1 "
+        "SELECT id, priority, scheduled_for, concurrency_key, concurrency_limit, "
+        f"CASE WHEN concurrency_limit IS NULL OR concurrency_key IS NULL THEN 0 ELSE {held} END AS held "
+        "FROM job j WHERE status = 'QUEUED' AND scheduled_for <= $1 "
+        f"AND (concurrency_limit IS NULL OR concurrency_key IS NULL OR {held} < concurrency_limit) "
         f"ORDER BY priority DESC, scheduled_for LIMIT {int(limit)}"
     )
     if dialect == "postgres":
         pick += " FOR UPDATE SKIP LOCKED"
     returning = ", ".join(f"job.{column.strip()}" for column in _SCHEDULE_COLUMNS.split(","))
     return Statement(
-        f"WITH picked AS MATERIALIZED ({pick}) "
+        f"WITH picked AS MATERIALIZED ({pick}), "
+        "room AS (SELECT id FROM (SELECT id, concurrency_key, concurrency_limit, held, ROW_NUMBER() OVER ("
+        "PARTITION BY concurrency_key ORDER BY priority DESC, scheduled_for) AS place FROM picked) ranked "
+        "WHERE concurrency_limit IS NULL OR concurrency_key IS NULL OR held + place <= concurrency_limit) "
         "UPDATE job SET status = 'RUNNING', started_at = $1, worker = $2, wake_at = NULL, waiting_for = NULL "
-        f"FROM picked WHERE job.id = picked.id AND job.status = 'QUEUED' RETURNING {returning}",
+        f"FROM room WHERE job.id = room.id AND job.status = 'QUEUED' RETURNING {returning}",
         (now, worker),
     )
 

@@ -83,7 +83,7 @@ def test_the_executable_runs_scripts_in_its_own_fork_server(frozen: FrozenServer
         started = time.time()
         slow = api.post("/api/v1/jobs/run_wait_result/p/f/e2e/slow", json={})
         assert slow.json()["error"]["details"]["status"] == "TIMED_OUT" and time.time() - started < 4
-    assert "_forkserver" in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "_forkserver" in subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
 
 
 def test_the_executable_installs_dependencies_with_its_own_pip(frozen: FrozenServer) -> None:

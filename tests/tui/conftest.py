@@ -73,6 +73,15 @@ tasks:
     properties: {message: "boom"}
 '''
 
+ORDERS = '''from flowmill import workflow, step, wait_for_event
+
+@workflow(name="orders.fulfil")
+def main(order: int = 1):
+    step("charge", lambda: print("charged", order) or {"charged": order})
+    wait_for_event("shipped")
+    return "fulfilled"
+'''
+
 
 @pytest.fixture(scope="session")
 def backend() -> str:
@@ -88,7 +97,8 @@ def seeded(server: FlowmillServer) -> Seeded:
     """Scripts, flows, triggers, a route, a credential and variables, and runs of each kind."""
     made = Seeded()
     with server.client(server.admin_token()) as api:
-        for path, content in (("f/tui/hello", HELLO), ("f/tui/slow", SLOW), ("f/tui/broken", BROKEN)):
+        for path, content in (("f/tui/hello", HELLO), ("f/tui/slow", SLOW), ("f/tui/broken", BROKEN),
+                              ("f/tui/orders", ORDERS)):
             assert api.post("/api/v1/scripts", json={"path": path, "content": content,
                                                      "summary": path.rsplit("/", 1)[-1]}).status_code == 201
         for name, text in (("gated", GATED), ("failing", FAILING)):
@@ -111,11 +121,13 @@ def seeded(server: FlowmillServer) -> Seeded:
         made["failed_flow"] = api.post(f"/api/v1/flows/{made['failing']}/execute", json={}).json()["jobId"]
         made["waiting_flow"] = api.post(f"/api/v1/flows/{made['gated']}/execute",
                                         json={"inputs": {"who": "seed"}}).json()["jobId"]
+        made["instance"] = api.post("/api/workflows/orders.fulfil/instances",
+                                    json={"id": "o-1", "params": {"order": 1}}).json()["id"]
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             statuses = [api.get(f"/api/v1/jobs/{made[k]}").json()["status"]
-                        for k in ("ok_run", "broken_run", "failed_flow", "waiting_flow")]
-            if statuses == ["SUCCESS", "FAILED", "FAILED", "WAITING"]:
+                        for k in ("ok_run", "broken_run", "failed_flow", "waiting_flow", "instance")]
+            if statuses == ["SUCCESS", "FAILED", "FAILED", "WAITING", "WAITING"]:
                 break
             time.sleep(0.1)
         else:

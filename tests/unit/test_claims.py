@@ -30,7 +30,7 @@ def pg(backend: str) -> str:
 def _run(job_id: str, status: str = "QUEUED", worker: str = "", attempts: int = 1, at: int | None = None,
          priority: int = 0) -> NewRun:
     now = now_ms() if at is None else at
-    return NewRun(id=job_id, workspace="main", kind="task", path="f/test/x", args="{}", status=status,
+    return NewRun(id=job_id, workspace="main", kind="script", path="f/test/x", args="{}", status=status,
                   trigger_kind="api", trigger_detail="", created_by="test", created_at=now, scheduled_for=now,
                   policy=Policy(max_attempts=attempts, priority=priority), worker=worker)
 
@@ -83,6 +83,30 @@ def test_a_claim_takes_due_runs_by_priority_and_leaves_the_rest(pg: str) -> None
         assert [row["id"] for row in rows] == ["low"]
         assert queue.scheduled(rows[0]).policy.max_attempts == 1
         assert await db.fetchval("SELECT status FROM job WHERE id = 'later'") == "QUEUED"
+
+    run_with_settings(pg, scenario)
+
+
+def test_a_claim_takes_no_more_of_a_key_than_its_concurrency_limit_leaves_room_for(pg: str) -> None:
+    async def scenario(settings, db) -> None:  # type: ignore[no-untyped-def]
+        now = now_ms()
+
+        def keyed(job_id: str, status: str = "QUEUED", window_s: float | None = None, key: str = "k") -> queue.Statement:
+            run = _run(job_id, status, worker="x" if status == "RUNNING" else "", at=now - 100)
+            return queue.insert(dataclasses.replace(run, policy=Policy(
+                concurrency_key=key, concurrency_limit=2, concurrency_window_s=window_s)))
+
+        await db.write(keyed("running", "RUNNING"), *(keyed(f"k{i}") for i in range(10)),
+                       *(keyed(f"w{i}", window_s=60, key="w") for i in range(5)), queue.insert(_run("free", at=now)))
+        rows = (await db.write(queue.claim_due("me", now, 16, "postgres")))[0].rows
+        taken = sorted(row["id"] for row in rows)
+        # One of "k" runs already: one more fits; two of "w" within its window; the free run.
+        assert taken == ["free", "k0", "w0", "w1"], taken
+        assert await db.fetchval("SELECT COUNT(*) FROM job WHERE status = 'QUEUED'") == 12
+        assert (await db.write(queue.claim_due("me", now, 16, "postgres")))[0].rows == []
+        await db.write(queue.finish("running", "SUCCESS", "1", None, now_ms(), worker="x"))
+        rows = (await db.write(queue.claim_due("me", now_ms(), 16, "postgres")))[0].rows
+        assert [row["id"] for row in rows] == ["k1"]  # the window of "w" is still full
 
     run_with_settings(pg, scenario)
 
@@ -191,7 +215,7 @@ def test_a_live_process_takes_over_what_a_dead_one_left_waiting_and_running(pg: 
             turns[job.id] += 1
             return Outcome("SUCCESS", result="1")
 
-        executor.register("task", runner)
+        executor.register("script", runner)
         workers = Workers(db, executor)
         await workers.join()  # recovers the dead process's runs
         # The timer was set by the dead process: not in this one's heap (`Executor.start` reads
