@@ -27,13 +27,30 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _measure(side: str, scenario: Scenario, url: str, load: wrk.Load, args: argparse.Namespace) -> wrk.Measure:
-    """A warm-up run, then the measured one."""
-    wrk.run(url, load, scenario.connections, args.warmup)
+def _measure(side: str, scenario: Scenario, url: str, load: wrk.Load,
+             args: argparse.Namespace) -> tuple[wrk.Measure, int]:
+    """A warm-up run, then the measured one; and how many requests of both were accepted (2xx)."""
+    warm = wrk.run(url, load, scenario.connections, args.warmup)
     measure = wrk.run(url, load, scenario.connections, args.duration)
     say(f"{scenario.name:<18} {side:<9} {measure.rps:>9.0f} req/s  p50 {measure.p50_ms:7.2f} ms  "
         f"p99 {measure.p99_ms:7.2f} ms" + ("  ERRORS" if measure.failed else ""))
-    return measure
+    return measure, warm.requests - warm.non_2xx + measure.requests - measure.non_2xx
+
+
+def _runs(before: dict[str, int], after: dict[str, int], accepted: int,
+          connections: int) -> tuple[dict[str, Any], list[str]]:
+    """The runs a scenario made, by status, once they all ended, checked against the requests
+    accepted: each accepted request of a scenario that runs something must have made one run
+    that succeeded (the kv scenarios make none). wrk does not count the requests in flight when
+    it stops (at most one per connection, twice: warm-up and measure), which may have run."""
+    made = {status: after.get(status, 0) - before.get(status, 0) for status in after}
+    made = {status: count for status, count in made.items() if count}
+    if not made:
+        return {}, []
+    problems = [f"{count} runs ended {status}" for status, count in made.items() if status != "SUCCESS"]
+    if not accepted <= made.get("SUCCESS", 0) <= accepted + 2 * connections:
+        problems.append(f"{accepted} requests accepted, {made.get('SUCCESS', 0)} runs succeeded")
+    return {"accepted": accepted, **made}, problems
 
 
 def _errors(measures: dict[str, wrk.Measure]) -> list[str]:
@@ -74,23 +91,28 @@ def run(chosen: list[Scenario], args: argparse.Namespace) -> dict[str, Any]:
         }
         # Each (reference endpoint, connections) is measured once per run, just before the
         # first scenario compared with it.
-        references: dict[tuple[str, int], wrk.Measure] = {}
+        references: dict[tuple[str, int], tuple[wrk.Measure, int]] = {}
         for scenario in chosen:
             scenario.prepare(flowmill)
             key = (scenario.reference, scenario.connections)
             if key not in references:
                 references[key] = _measure("reference", scenario, reference.url, REFERENCES[scenario.reference], args)
-            ref = references[key]
-            ours = _measure("flowmill", scenario, flowmill.url, scenario.load(flowmill), args)
+            ref = references[key][0]
+            before = flowmill.run_counts()
+            ours, accepted = _measure("flowmill", scenario, flowmill.url, scenario.load(flowmill), args)
             waited = flowmill.wait_idle()
             if waited > 1:
                 say(f"{scenario.name}: the runs it queued took {waited:.0f} s more to finish")
+            runs, unfinished = _runs(before, flowmill.run_counts(), accepted, scenario.connections)
+            if runs:
+                say(f"{scenario.name}: runs {runs}" + (f"  PROBLEMS: {'; '.join(unfinished)}" if unfinished else ""))
             report["scenarios"].append({
                 "name": scenario.name, "connections": scenario.connections,
                 "flowmill": ours.as_json(), "reference": ref.as_json(),
                 "ratioRps": round(ours.rps / ref.rps, 3) if ref.rps else None,
                 "p50Ratio": round(ours.p50_ms / ref.p50_ms, 2) if ref.p50_ms else None,
-                "errors": _errors({"flowmill": ours, "reference": ref}),
+                "drainedS": round(waited, 1), "runs": runs,
+                "errors": _errors({"flowmill": ours, "reference": ref}) + unfinished,
             })
     return report
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -168,6 +170,12 @@ class Flowmill(Server):
         response = self.client.request(method, path, headers=dict(self.auth_headers()), timeout=60, **kwargs)
         response.raise_for_status()
         return response
+
+    def run_counts(self) -> dict[str, int]:
+        """How many runs there are of each status, read from the data dir's database (a count
+        over the API would page through every run)."""
+        with contextlib.closing(sqlite3.connect(f"file:{Path(self.home.name) / 'flowmill.db'}?mode=ro", uri=True)) as db:
+            return dict(db.execute("SELECT status, COUNT(*) FROM job GROUP BY status").fetchall())
 
     def wait_idle(self, timeout_s: float = 300) -> float:
         """Wait until no run is queued or running (the backlog an async scenario leaves would
