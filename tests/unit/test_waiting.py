@@ -96,8 +96,9 @@ def test_5000_runs_waiting_on_a_timer_hold_nothing_and_wake_on_time_across_a_res
         for job_id in ids:
             first.submit(QueuedJob.new(job_id, "main", "task", "f/test/x", Policy()))
 
-        async def all_waiting() -> bool:
-            return await db.fetchval("SELECT count(*) FROM job WHERE status = 'WAITING'") == count
+        async def all_waiting() -> bool:  # written WAITING, and each turn's task ended (just after its commit)
+            return (await db.fetchval("SELECT count(*) FROM job WHERE status = 'WAITING'") == count
+                    and first.running == 0)
 
         started = time.monotonic()
         await _until(all_waiting, wake_in / 1000 - 1, "every run waiting")
@@ -120,8 +121,9 @@ def test_5000_runs_waiting_on_a_timer_hold_nothing_and_wake_on_time_across_a_res
         queued_at = [row["scheduled_for"] for row in await db.fetch("SELECT scheduled_for FROM job")]
         late = max(queued_at) - wake_at
         assert min(queued_at) >= wake_at and late < 1000, f"the last run woke {late} ms after its time"
-        # And carried out: 5,000 turns through 8 slots take a moment more.
-        assert min(woke.values()) >= wake_at and max(woke.values()) - wake_at < 10_000
+        # And carried out: 5,000 turns through 8 slots take a moment more (how long is the
+        # machine's: a generous bound, the 1 s above is the one on time).
+        assert min(woke.values()) >= wake_at and max(woke.values()) - wake_at < 30_000
         await second.stop()
 
     run_on(backend, scenario)
