@@ -542,6 +542,18 @@ def wake_for_any_approval(job_id: str, now: int) -> Statement:
     )
 
 
+def wake_if_decided(job_id: str, approval_ids: tuple[str, ...], now: int) -> Statement:
+    """Run in the commit that makes a flow execution WAITING for `approval_ids`: back to QUEUED
+    at once if one was decided during its turn (its decision found the run RUNNING and woke
+    nothing)."""
+    marks = ", ".join(f"${i + 3}" for i in range(len(approval_ids)))
+    return Statement(
+        "UPDATE job SET status = 'QUEUED', scheduled_for = $1, wake_at = NULL WHERE id = $2 AND status = 'WAITING' "
+        f"AND EXISTS (SELECT 1 FROM approval WHERE id IN ({marks}) AND status <> 'PENDING')",
+        (now, job_id, *approval_ids),
+    )
+
+
 def wake_for(job_id: str, what: str, name: str, now: int) -> Statement:
     """A run WAITING for this approval (`what` = "approval") or this type of event ("event")
     back to QUEUED."""

@@ -254,6 +254,7 @@ class Control:
         decision = state["status"] if state is not None else "PENDING"
         if decision == "PENDING":
             if opened.get("expiresAt") is None or now_ms() < opened["expiresAt"]:
+                ex.awaiting.append(opened["id"])
                 raise Suspend(until_ms=opened.get("expiresAt"), approval=True)
             approved = str(opened.get("default", "reject")).lower() in ("approve", "approved", "true")
             await self.close_approval(opened["id"], "APPROVED" if approved else "TIMED_OUT")

@@ -94,6 +94,7 @@ class Execution:
     secrets: set[str]  # the secret values it was given: masked in what it stores
     order: dict[str, int]  # task name -> its place in document order
     live: dict[str, TaskRecord]  # tasks running now, by key (shown by the executions API)
+    awaiting: list[str] = dataclasses.field(default_factory=list)  # approvals found pending this turn
 
     def step(self, name: str) -> Any:
         text = self.steps.get(name)
@@ -205,8 +206,11 @@ class FlowRunner:
         until = wait.until_ms
         if deadline is not None:
             until = deadline if until is None else min(until, deadline)
+        # An approval decided after this turn found it pending wakes nothing (the run is RUNNING
+        # then): the commit that makes it WAITING looks again.
+        wakes = (queue.wake_if_decided(ex.job.id, tuple(ex.awaiting), now_ms()),) if ex.awaiting else ()
         return Outcome("WAITING", wait=Wait(until_ms=until, children="all" if wait.children else None,
-                                            approval=ex.job.id if wait.approval else None))
+                                            approval=ex.job.id if wait.approval else None), wakes=wakes)
 
     # -- tasks -------------------------------------------------------------------------------------
 

@@ -179,3 +179,40 @@ def test_a_paused_run_waits_until_woken_and_a_cancel_reaches_a_waiting_one(backe
         await executor.stop()
 
     run_on(backend, scenario)
+
+
+def test_an_approval_decided_during_the_turn_that_waits_for_it_wakes_the_run(backend: str) -> None:
+    """The decision finds the run RUNNING (its wake changes nothing); the commit that makes the
+    run WAITING looks again (`queue.wake_if_decided`), so the run goes on at once."""
+    async def scenario(db) -> None:  # type: ignore[no-untyped-def]
+        executor = Executor(db, capacity=2)
+        turns = 0
+
+        async def flow(job: QueuedJob, sink: LogSink, cancel: CancelToken) -> Outcome:
+            nonlocal turns
+            turns += 1
+            if turns > 1:
+                return Outcome("SUCCESS", result="1")
+            now = now_ms()
+            await db.write(queue.Statement(
+                "INSERT INTO approval (id, workspace_id, job_id, task, message, status, created_at) "
+                "VALUES ('gate-1', 'main', $1, 'gate', '', 'PENDING', $2)", (job.id, now)))
+            decided = await db.write(  # what a decision writes, while this turn still runs
+                queue.Statement("UPDATE approval SET status = 'APPROVED' WHERE id = 'gate-1'", ()),
+                queue.wake_for(job.id, "approval", job.id, now))
+            assert decided[1].rowcount == 0
+            return Outcome("WAITING", wait=Wait(approval=job.id), wakes=(queue.wake_if_decided(job.id, ("gate-1",), now),))
+
+        executor.register("flow", flow)
+        await db.write(queue.insert(_run("gated", kind="flow")))
+        await executor.start()
+        executor.submit(QueuedJob.new("gated", "main", "flow", "f/test/x", Policy()))
+
+        async def done() -> bool:
+            return await db.fetchval("SELECT status FROM job WHERE id = 'gated'") == "SUCCESS"
+
+        await _until(done, 10, "the run going on after the decision")
+        assert turns == 2
+        await executor.stop()
+
+    run_on(backend, scenario)
