@@ -14,7 +14,7 @@ script whose `main` is that workflow. Its status is the run's, in this API's wor
 | CANCELLED | terminated |
 
 and `unknown` for a RUNNING instance whose process stopped answering (PostgreSQL: its worker's
-heartbeat is older than two heartbeats) until it answers again or another process recovers it.
+heartbeat is older than three heartbeats) until it answers again or another process recovers it.
 
 A restart runs the instance again from the start under the same id with the next `runNumber`:
 the steps of the runs before are kept, renamed `run:<n>/<step>`, with their logs (told apart by
@@ -50,8 +50,9 @@ INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_BATCH = 100
 RUNNER_TICK = "workflows.runner_tick"
 # A RUNNING instance whose process has not heartbeat for this long is `unknown`: its process may
-# be stalled or gone; another recovers it once it has been silent for DEAD_AFTER_S.
-SILENT_AFTER_S = 2 * HEARTBEAT_S
+# be stalled or gone (three heartbeats: one late under load is not enough); another recovers it once
+# it has been silent for DEAD_AFTER_S.
+SILENT_AFTER_S = 3 * HEARTBEAT_S
 _STATUS = {"QUEUED": "queued", "RUNNING": "running", "WAITING": "waiting", "PAUSED": "paused", "SUCCESS": "complete",
            "FAILED": "errored", "TIMED_OUT": "errored", "CANCELLED": "terminated"}
 STATUSES = ("queued", "running", "paused", "errored", "terminated", "complete", "waiting", "waitingForPause", "unknown")
