@@ -39,18 +39,20 @@ def _measure(side: str, scenario: Scenario, url: str, load: wrk.Load,
 
 def _runs(before: dict[str, int], after: dict[str, int], accepted: int,
           connections: int) -> tuple[dict[str, Any], list[str]]:
-    """The runs a scenario made, by status, once they all ended, checked against the requests
-    accepted: each accepted request of a scenario that runs something must have made one run
-    that succeeded (the kv scenarios make none), or was since pruned by retention. wrk does not count the requests in flight when
-    it stops (at most one per connection, twice: warm-up and measure), which may have run."""
+    """The runs a scenario started and how they ended, once none is queued or running: each
+    accepted request of a scenario that runs something must have started one run (the kv
+    scenarios start none), and none may have ended other than SUCCESS. wrk does not count the
+    requests in flight when it stops (at most one per connection, twice: warm-up and measure),
+    which may have started runs. Retention may delete finished runs meanwhile: the SUCCESS
+    figure can fall short of "started" without a run being lost."""
     made = {status: after.get(status, 0) - before.get(status, 0) for status in after}
-    made = {status: count for status, count in made.items() if count}
-    if not made:
+    started = made.pop("started", 0)
+    if not started:
         return {}, []
-    problems = [f"{count} runs ended {status}" for status, count in made.items() if status not in ("SUCCESS", "pruned")]
-    if not accepted <= made.get("SUCCESS", 0) + made.get("pruned", 0) <= accepted + 2 * connections:
-        problems.append(f"{accepted} requests accepted, {made.get('SUCCESS', 0)} runs succeeded")
-    return {"accepted": accepted, **made}, problems
+    problems = [f"{count} runs ended {status}" for status, count in made.items() if status != "SUCCESS" and count > 0]
+    if not accepted <= started <= accepted + 2 * connections:
+        problems.append(f"{accepted} requests accepted, {started} runs started")
+    return {"accepted": accepted, "started": started, **{s: n for s, n in made.items() if n}}, problems
 
 
 def _errors(measures: dict[str, wrk.Measure]) -> list[str]:
@@ -91,13 +93,13 @@ def run(chosen: list[Scenario], args: argparse.Namespace) -> dict[str, Any]:
         }
         # Each (reference endpoint, connections) is measured once per run, just before the
         # first scenario compared with it.
-        references: dict[tuple[str, int], tuple[wrk.Measure, int]] = {}
+        references: dict[tuple[str, int], wrk.Measure] = {}
         for scenario in chosen:
             scenario.prepare(flowmill)
             key = (scenario.reference, scenario.connections)
             if key not in references:
-                references[key] = _measure("reference", scenario, reference.url, REFERENCES[scenario.reference], args)
-            ref = references[key][0]
+                references[key], _ = _measure("reference", scenario, reference.url, REFERENCES[scenario.reference], args)
+            ref = references[key]
             before = flowmill.run_counts()
             ours, accepted = _measure("flowmill", scenario, flowmill.url, scenario.load(flowmill), args)
             waited = flowmill.wait_idle()

@@ -173,13 +173,14 @@ class Flowmill(Server):
 
     def run_counts(self) -> dict[str, int]:
         """How many runs there are of each status, read from the data dir's database (a count
-        over the API would page through every run), and under "pruned" how many finished runs
-        retention has deleted (it keeps the newest 1,000 of each runnable by default)."""
+        over the API would page through every run), and under "started" how many runs this
+        server has started (`/metrics`): retention deletes finished runs (the newest 1,000 of
+        each runnable are kept by default), so the rows alone undercount what was started."""
         with contextlib.closing(sqlite3.connect(f"file:{Path(self.home.name) / 'flowmill.db'}?mode=ro", uri=True)) as db:
             counts = dict(db.execute("SELECT status, COUNT(*) FROM job GROUP BY status").fetchall())
         metrics = self.call("GET", "/metrics").text
-        counts["pruned"] = sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
-                               if line.startswith('flowmill_retention_pruned_total{what="runs"}'))
+        counts["started"] = sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
+                                if line.startswith("flowmill_runs_started_total{"))
         return counts
 
     def wait_idle(self, timeout_s: float = 300) -> float:

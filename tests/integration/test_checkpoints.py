@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import socket
 import threading
-import time
 
 from tests.support import FlowmillServer, wait_for
 
